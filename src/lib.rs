@@ -1,0 +1,6 @@
+#![forbid(unsafe_code)]
+//! varde: synthetic monitoring probes and the coordinator that turns their
+//! findings into incidents. This crate is the library the `varde` binary and
+//! the tests drive.
+
+pub mod check;
