@@ -4,3 +4,4 @@
 //! the tests drive.
 
 pub mod check;
+pub mod cli;

@@ -69,8 +69,8 @@ impl Net {
     pub fn build(options: &NetOptions) -> Result<Self, SpecError> {
         let resolver = match &options.dns_server {
             Some(server) => {
-                let addr = parse_server_addr(server, 53)
-                    .map_err(|m| SpecError::new("dns_server", m))?;
+                let addr =
+                    parse_server_addr(server, 53).map_err(|m| SpecError::new("dns_server", m))?;
                 let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
                 for c in &mut ns.connections {
                     c.port = addr.port();
@@ -138,11 +138,13 @@ impl Net {
             return Err(Failure::new(Reason::DnsError, "no resolver configured"));
         };
         let (config, opts) = (**cfg).clone();
-        let resolver: TokioResolver =
-            hickory_resolver::Resolver::builder_with_config(config, TokioRuntimeProvider::default())
-                .with_options(opts)
-                .build()
-                .map_err(|e| Failure::new(Reason::DnsError, format!("resolver setup: {e}")))?;
+        let resolver: TokioResolver = hickory_resolver::Resolver::builder_with_config(
+            config,
+            TokioRuntimeProvider::default(),
+        )
+        .with_options(opts)
+        .build()
+        .map_err(|e| Failure::new(Reason::DnsError, format!("resolver setup: {e}")))?;
         // A fully-qualified query avoids search-list expansion surprises for
         // names with dots; bare names (e.g. "localhost") keep the search list.
         match resolver.lookup_ip(host).await {
@@ -221,8 +223,13 @@ pub fn parse_server_addr(s: &str, default_port: u16) -> Result<SocketAddr, Strin
 
 fn classify_resolve_error(host: &str, e: &NetError) -> Failure {
     match e {
-        NetError::Dns(DnsError::NoRecordsFound(nr)) if nr.response_code == ResponseCode::NXDomain => {
-            Failure::new(Reason::DnsNxdomain, format!("{host}: no such domain (NXDOMAIN)"))
+        NetError::Dns(DnsError::NoRecordsFound(nr))
+            if nr.response_code == ResponseCode::NXDomain =>
+        {
+            Failure::new(
+                Reason::DnsNxdomain,
+                format!("{host}: no such domain (NXDOMAIN)"),
+            )
         }
         NetError::Dns(DnsError::NoRecordsFound(_)) => Failure::new(
             Reason::DnsNoAddress,
@@ -232,7 +239,9 @@ fn classify_resolve_error(host: &str, e: &NetError) -> Failure {
             Reason::DnsError,
             format!("{host}: resolver answered {code}"),
         ),
-        NetError::Timeout => Failure::new(Reason::DnsTimeout, format!("{host}: resolver timed out")),
+        NetError::Timeout => {
+            Failure::new(Reason::DnsTimeout, format!("{host}: resolver timed out"))
+        }
         other => Failure::new(Reason::DnsError, format!("{host}: {other}")),
     }
 }
@@ -261,7 +270,10 @@ mod tests {
             parse_server_addr("[::1]:5353", 53).unwrap(),
             "[::1]:5353".parse().unwrap()
         );
-        assert_eq!(parse_server_addr("::1", 53).unwrap(), "[::1]:53".parse().unwrap());
+        assert_eq!(
+            parse_server_addr("::1", 53).unwrap(),
+            "[::1]:53".parse().unwrap()
+        );
         assert!(parse_server_addr("dns.example", 53).is_err());
     }
 

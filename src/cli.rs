@@ -1,0 +1,777 @@
+//! The `varde` command line: parsing and output. `main.rs` only calls [`run`].
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::check::dns::DnsTransport;
+use crate::check::{
+    BasicAuth, CheckResult, CheckSpec, DnsOptions, HeaderMatch, HttpOptions, HttpVersion,
+    IpPreference, NetOptions, Secret, TcpOptions, TlsOptions,
+};
+
+/// Exit code for a check that ran and failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code for bad usage or configuration.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "varde",
+    version,
+    about = "Synthetic monitoring probes and alerting"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one check now and print its phases, TLS facts and verdict.
+    ///
+    /// TARGET is one of:
+    ///   http://host[:port]/path, https://host[:port]/path
+    ///   dns://SERVER[:port]/NAME[?type=MX&transport=tcp]
+    ///   tcp://host:port            (plain TCP)
+    ///   tls://host:port            (TCP + TLS, e.g. to read a certificate)
+    ///
+    /// Exit status: 0 the check succeeded, 1 it failed, 2 bad usage.
+    #[command(verbatim_doc_comment)]
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// What to check (see above).
+    pub target: String,
+    /// Print the full result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Total deadline for the check, e.g. "10s", "500ms".
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+
+    #[command(flatten)]
+    pub net: NetArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub dns: DnsArgs,
+    #[command(flatten)]
+    pub tcp: TcpArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Network")]
+pub struct NetArgs {
+    /// Prefer IPv4 addresses (default: IPv6 first, falling back to IPv4).
+    #[arg(short = '4', long = "ip4", conflicts_with = "ip6")]
+    pub ip4: bool,
+    /// Prefer IPv6 addresses (the default).
+    #[arg(short = '6', long = "ip6")]
+    pub ip6: bool,
+    /// Use only the preferred address family.
+    #[arg(long)]
+    pub no_fallback: bool,
+    /// Resolve names with this DNS server (IP or IP:port) instead of the system's.
+    #[arg(long, value_name = "ADDR")]
+    pub dns_server: Option<String>,
+    /// Connect from this local address.
+    #[arg(long, value_name = "IP")]
+    pub source_address: Option<IpAddr>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "HTTP")]
+pub struct HttpArgs {
+    /// Request method.
+    #[arg(short = 'X', long, value_name = "METHOD")]
+    pub method: Option<String>,
+    /// Request header "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+    /// Request body.
+    #[arg(short = 'd', long = "data", value_name = "BODY")]
+    pub data: Option<String>,
+    /// Valid status codes: "200", "2xx", "200-399"; repeatable or comma-separated (default 2xx).
+    #[arg(long = "status", value_name = "CODES", value_delimiter = ',')]
+    pub status: Vec<String>,
+    /// The body must contain this text (repeatable).
+    #[arg(long, value_name = "TEXT")]
+    pub body_contains: Vec<String>,
+    /// The body must match this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub body_regex: Vec<String>,
+    /// The body must not match this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub body_not_regex: Vec<String>,
+    /// A response header must match: "Name: regex" (repeatable).
+    #[arg(long, value_name = "HEADER_REGEX")]
+    pub header_regex: Vec<String>,
+    /// Do not follow redirects.
+    #[arg(long)]
+    pub no_follow: bool,
+    /// Maximum redirects to follow.
+    #[arg(long, value_name = "N")]
+    pub max_redirects: Option<u32>,
+    /// Maximum body bytes to read.
+    #[arg(long, value_name = "BYTES")]
+    pub body_limit: Option<u64>,
+    /// Use HTTP/1.1 only.
+    #[arg(long, conflicts_with = "http2")]
+    pub http1: bool,
+    /// Use HTTP/2 only.
+    #[arg(long)]
+    pub http2: bool,
+    /// Basic auth "user:password".
+    #[arg(short = 'u', long = "user", value_name = "USER:PASSWORD")]
+    pub user: Option<String>,
+    /// File holding a bearer token (kept off the command line).
+    #[arg(long, value_name = "FILE")]
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// Trust these CA certificates (PEM) instead of the built-in roots.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate chain (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Name for SNI and verification instead of the target host.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Do not fail on an unverified certificate (still reported; credentials withheld).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+    /// Fail when a certificate expires within this time, e.g. "14d".
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expiry_threshold: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "DNS")]
+pub struct DnsArgs {
+    /// Query type (A, AAAA, CNAME, MX, TXT, NS, SOA, SRV, CAA, PTR).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub query_type: Option<String>,
+    /// Query over TCP instead of UDP.
+    #[arg(long)]
+    pub tcp: bool,
+    /// Valid response codes (default NOERROR); repeatable or comma-separated.
+    #[arg(long, value_name = "RCODE", value_delimiter = ',')]
+    pub rcode: Vec<String>,
+    /// Some answer must contain this text (repeatable).
+    #[arg(long, value_name = "TEXT")]
+    pub answer_contains: Vec<String>,
+    /// Some answer must match this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub answer_regex: Vec<String>,
+    /// Every answer must match this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub answers_all_match: Vec<String>,
+    /// Minimum number of answers.
+    #[arg(long, value_name = "N")]
+    pub min_answers: Option<usize>,
+    /// Clear the recursion-desired flag.
+    #[arg(long)]
+    pub no_recurse: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "TCP")]
+pub struct TcpArgs {
+    /// Send this once connected (escapes \r \n \t \\ \xNN allowed).
+    #[arg(long, value_name = "DATA")]
+    pub send: Option<String>,
+    /// Regex the first bytes read must match.
+    #[arg(long, value_name = "REGEX")]
+    pub expect: Option<String>,
+    /// Maximum bytes read while looking for --expect.
+    #[arg(long, value_name = "BYTES")]
+    pub read_limit: Option<u64>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (expected e.g. \"10s\", \"500ms\", \"14d\")"))
+}
+
+/// A usage error: printed to stderr, exit 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+/// Runs the command line; returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Check(args) => run_check(args),
+    }
+}
+
+fn run_check(args: CheckArgs) -> ExitCode {
+    let spec = match spec_from_args(&args) {
+        Ok(s) => s,
+        Err(UsageError(m)) => {
+            eprintln!("varde check: {m}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let check = match spec.build(args.timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("varde check: invalid {}: {}", e.field, e.message);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("varde check: cannot start runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let result = runtime.block_on(check.run());
+    let mut out = std::io::stdout().lock();
+    let printed = if args.json {
+        serde_json::to_writer_pretty(&mut out, &result)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        out.write_all(render(&result).as_bytes())
+    };
+    if let Err(e) = printed
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("varde check: {e}");
+    }
+    if result.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+/// Builds the check definition from the target URL and flags, rejecting
+/// flags that do not apply to the target's kind.
+pub fn spec_from_args(a: &CheckArgs) -> Result<CheckSpec, UsageError> {
+    let scheme = a
+        .target
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "target {:?} needs a scheme: http://, https://, dns://, tcp:// or tls://",
+                a.target
+            ))
+        })?;
+    let net = net_options(&a.net);
+    let kind = match scheme.as_str() {
+        "http" | "https" => "http",
+        "dns" => "dns",
+        "tcp" | "tls" => "tcp",
+        other => {
+            return Err(UsageError(format!(
+                "unsupported scheme {other:?}: use http, https, dns, tcp or tls"
+            )));
+        }
+    };
+    reject_foreign_flags(a, kind, &scheme)?;
+    match kind {
+        "http" => Ok(CheckSpec::Http(http_options(a, net)?)),
+        "dns" => Ok(CheckSpec::Dns(dns_options(a, net)?)),
+        _ => {
+            let rest = &a.target[scheme.len() + 3..];
+            let address = rest.trim_end_matches('/').to_owned();
+            if address.contains('/') || address.contains('?') {
+                return Err(UsageError(format!(
+                    "{scheme}:// targets are host:port only, got {:?}",
+                    a.target
+                )));
+            }
+            let tls = (scheme == "tls").then(|| tls_options(&a.tls));
+            Ok(CheckSpec::Tcp(TcpOptions {
+                address,
+                tls,
+                send: a.tcp.send.as_deref().map(unescape).transpose()?,
+                expect: a.tcp.expect.clone(),
+                read_limit: a
+                    .tcp
+                    .read_limit
+                    .unwrap_or(crate::check::tcp::DEFAULT_READ_LIMIT),
+                net,
+            }))
+        }
+    }
+}
+
+fn reject_foreign_flags(a: &CheckArgs, kind: &str, scheme: &str) -> Result<(), UsageError> {
+    let h = &a.http;
+    let http_used: &[(&str, bool)] = &[
+        ("--method", h.method.is_some()),
+        ("--header", !h.headers.is_empty()),
+        ("--data", h.data.is_some()),
+        ("--status", !h.status.is_empty()),
+        ("--body-contains", !h.body_contains.is_empty()),
+        ("--body-regex", !h.body_regex.is_empty()),
+        ("--body-not-regex", !h.body_not_regex.is_empty()),
+        ("--header-regex", !h.header_regex.is_empty()),
+        ("--no-follow", h.no_follow),
+        ("--max-redirects", h.max_redirects.is_some()),
+        ("--body-limit", h.body_limit.is_some()),
+        ("--http1", h.http1),
+        ("--http2", h.http2),
+        ("--user", h.user.is_some()),
+        ("--bearer-token-file", h.bearer_token_file.is_some()),
+    ];
+    let d = &a.dns;
+    let dns_used: &[(&str, bool)] = &[
+        ("--type", d.query_type.is_some()),
+        ("--tcp", d.tcp),
+        ("--rcode", !d.rcode.is_empty()),
+        ("--answer-contains", !d.answer_contains.is_empty()),
+        ("--answer-regex", !d.answer_regex.is_empty()),
+        ("--answers-all-match", !d.answers_all_match.is_empty()),
+        ("--min-answers", d.min_answers.is_some()),
+        ("--no-recurse", d.no_recurse),
+    ];
+    let t = &a.tcp;
+    let tcp_used: &[(&str, bool)] = &[
+        ("--send", t.send.is_some()),
+        ("--expect", t.expect.is_some()),
+        ("--read-limit", t.read_limit.is_some()),
+    ];
+    let s = &a.tls;
+    let tls_used: &[(&str, bool)] = &[
+        ("--cacert", s.cacert.is_some()),
+        ("--cert", s.cert.is_some()),
+        ("--key", s.key.is_some()),
+        ("--server-name", s.server_name.is_some()),
+        ("--insecure", s.insecure),
+        ("--expiry-threshold", s.expiry_threshold.is_some()),
+    ];
+    let mut groups: Vec<(&[(&str, bool)], &str)> = Vec::new();
+    if kind != "http" {
+        groups.push((http_used, "http:// and https:// targets"));
+    }
+    if kind != "dns" {
+        groups.push((dns_used, "dns:// targets"));
+    }
+    if kind != "tcp" {
+        groups.push((tcp_used, "tcp:// and tls:// targets"));
+    }
+    if !(scheme == "https" || scheme == "tls" || scheme == "http") {
+        groups.push((tls_used, "https:// and tls:// targets"));
+    }
+    for (flags, applies) in groups {
+        if let Some((name, _)) = flags.iter().find(|(_, used)| *used) {
+            return Err(UsageError(format!("{name} applies to {applies} only")));
+        }
+    }
+    Ok(())
+}
+
+fn net_options(n: &NetArgs) -> NetOptions {
+    NetOptions {
+        ip_preference: if n.ip4 {
+            IpPreference::Ip4
+        } else {
+            IpPreference::Ip6
+        },
+        ip_fallback: !n.no_fallback,
+        dns_server: n.dns_server.clone(),
+        source_address: n.source_address,
+    }
+}
+
+fn tls_options(t: &TlsArgs) -> TlsOptions {
+    TlsOptions {
+        ca_file: t.cacert.clone(),
+        cert_file: t.cert.clone(),
+        key_file: t.key.clone(),
+        server_name: t.server_name.clone(),
+        insecure: t.insecure,
+        expiry_threshold: t.expiry_threshold,
+    }
+}
+
+fn http_options(a: &CheckArgs, net: NetOptions) -> Result<HttpOptions, UsageError> {
+    let h = &a.http;
+    let mut headers = std::collections::BTreeMap::new();
+    for raw in &h.headers {
+        let (k, v) = raw
+            .split_once(':')
+            .ok_or_else(|| UsageError(format!("--header expects \"Name: value\", got {raw:?}")))?;
+        headers.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    let header_match = h
+        .header_regex
+        .iter()
+        .map(|raw| {
+            raw.split_once(':')
+                .map(|(k, v)| HeaderMatch {
+                    name: k.trim().to_owned(),
+                    regex: v.trim().to_owned(),
+                    allow_missing: false,
+                })
+                .ok_or_else(|| {
+                    UsageError(format!(
+                        "--header-regex expects \"Name: regex\", got {raw:?}"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let basic_auth = h
+        .user
+        .as_ref()
+        .map(|u| {
+            u.split_once(':')
+                .map(|(user, pass)| BasicAuth {
+                    username: user.to_owned(),
+                    password: Secret(pass.to_owned()),
+                })
+                .ok_or_else(|| UsageError("--user expects \"user:password\"".into()))
+        })
+        .transpose()?;
+    let bearer_token = h
+        .bearer_token_file
+        .as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map(|s| Secret(s.trim().to_owned()))
+                .map_err(|e| UsageError(format!("--bearer-token-file {}: {e}", p.display())))
+        })
+        .transpose()?;
+    let defaults = HttpOptions::default();
+    Ok(HttpOptions {
+        url: a.target.clone(),
+        method: h.method.clone().unwrap_or(defaults.method),
+        headers,
+        body: h.data.clone(),
+        valid_status: h.status.clone(),
+        body_contains: h.body_contains.clone(),
+        body_regex: h.body_regex.clone(),
+        body_not_regex: h.body_not_regex.clone(),
+        header_match,
+        follow_redirects: !h.no_follow,
+        max_redirects: h.max_redirects.unwrap_or(defaults.max_redirects),
+        body_limit: h.body_limit.unwrap_or(defaults.body_limit),
+        http_version: if h.http1 {
+            HttpVersion::Http1
+        } else if h.http2 {
+            HttpVersion::Http2
+        } else {
+            HttpVersion::Auto
+        },
+        basic_auth,
+        bearer_token,
+        net,
+        tls: tls_options(&a.tls),
+    })
+}
+
+fn dns_options(a: &CheckArgs, net: NetOptions) -> Result<DnsOptions, UsageError> {
+    let url = url::Url::parse(&a.target).map_err(|e| UsageError(format!("{e}: {:?}", a.target)))?;
+    let server = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) if h.contains(':') => format!("[{}]:{p}", h.trim_matches(['[', ']'])),
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        (None, _) => {
+            return Err(UsageError(
+                "dns:// target needs a server: dns://SERVER/NAME".into(),
+            ));
+        }
+    };
+    let name = url.path().trim_start_matches('/').to_owned();
+    if name.is_empty() {
+        return Err(UsageError(
+            "dns:// target needs a name: dns://SERVER/NAME".into(),
+        ));
+    }
+    let d = &a.dns;
+    let defaults = DnsOptions::default();
+    let mut query_type = d.query_type.clone();
+    let mut transport = if d.tcp {
+        DnsTransport::Tcp
+    } else {
+        DnsTransport::Udp
+    };
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "type" => {
+                if query_type.is_some() {
+                    return Err(UsageError(
+                        "query type given both in the URL and --type".into(),
+                    ));
+                }
+                query_type = Some(v.into_owned());
+            }
+            "transport" => {
+                transport = match v.as_ref() {
+                    "udp" => DnsTransport::Udp,
+                    "tcp" => DnsTransport::Tcp,
+                    other => {
+                        return Err(UsageError(format!(
+                            "transport must be udp or tcp, got {other:?}"
+                        )));
+                    }
+                }
+            }
+            other => {
+                return Err(UsageError(format!(
+                    "unknown dns:// parameter {other:?} (expected type, transport)"
+                )));
+            }
+        }
+    }
+    Ok(DnsOptions {
+        server,
+        name,
+        query_type: query_type.unwrap_or(defaults.query_type),
+        transport,
+        recursion_desired: !d.no_recurse,
+        valid_rcodes: if d.rcode.is_empty() {
+            defaults.valid_rcodes
+        } else {
+            d.rcode.clone()
+        },
+        answer_contains: d.answer_contains.clone(),
+        answer_regex: d.answer_regex.clone(),
+        answers_all_match: d.answers_all_match.clone(),
+        min_answers: d.min_answers.unwrap_or(defaults.min_answers),
+        net,
+    })
+}
+
+/// Interprets \r \n \t \0 \\ and \xNN in command-line data.
+fn unescape(s: &str) -> Result<String, UsageError> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'r') => out.push(b'\r'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'0') => out.push(0),
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'x') => {
+                let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+                let v = std::str::from_utf8(&hex)
+                    .ok()
+                    .filter(|h| h.len() == 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| UsageError("\\x needs two hex digits".into()))?;
+                out.push(v);
+            }
+            other => {
+                return Err(UsageError(format!(
+                    "unknown escape \\{} in --send",
+                    other.map(|b| (b as char).to_string()).unwrap_or_default()
+                )));
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| UsageError("--send data must be valid UTF-8".into()))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The human report: phases like `curl -w`, TLS facts, kind facts, verdict.
+pub fn render(r: &CheckResult) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "{} check of {}", r.kind.as_str(), r.target);
+    let _ = writeln!(s);
+    for phase in crate::check::Phase::ALL {
+        let _ = writeln!(
+            s,
+            "  {:<11} {:>12}",
+            phase.as_str(),
+            ms(r.phases.get(phase))
+        );
+    }
+    let _ = writeln!(s, "  {:<11} {:>12}", "total", ms(r.duration));
+    if let Some(t) = &r.tls {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "TLS   {} {} alpn={} {}",
+            t.version.as_deref().unwrap_or("(no handshake)"),
+            t.cipher.as_deref().unwrap_or("-"),
+            t.alpn.as_deref().unwrap_or("-"),
+            if t.verified {
+                "verified"
+            } else {
+                "NOT verified"
+            }
+        );
+        if let Some(e) = &t.verify_error {
+            let _ = writeln!(s, "  verify error   {e}");
+        }
+        if let Some(leaf) = t.leaf() {
+            let _ = writeln!(s, "  subject        {}", leaf.subject);
+            let _ = writeln!(s, "  issuer         {}", leaf.issuer);
+            let _ = writeln!(s, "  SANs           {}", leaf.sans.join(", "));
+            let _ = writeln!(s, "  sha256         {}", leaf.fingerprint_sha256);
+        }
+        let _ = writeln!(
+            s,
+            "  chain          {} certificate(s) presented",
+            t.chain.len()
+        );
+        if let Some(e) = t.earliest_expiry {
+            let days = (e - r.started_at).num_days();
+            let _ = writeln!(s, "  earliest expiry {} ({days} days)", e.to_rfc3339());
+        }
+        if let Some(e) = t.verified_chain_expiry {
+            let _ = writeln!(s, "  verified chain expiry {}", e.to_rfc3339());
+        }
+    }
+    if let Some(h) = &r.http {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "HTTP  {} {} from {}, {} body bytes, {} redirect(s)",
+            h.version.as_deref().unwrap_or("-"),
+            h.status
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            h.remote_addr.as_deref().unwrap_or("-"),
+            h.body_bytes,
+            h.redirects
+        );
+        if h.redirects > 0 {
+            let _ = writeln!(s, "  final url      {}", h.final_url);
+        }
+        if h.credentials_withheld {
+            let _ = writeln!(
+                s,
+                "  credentials withheld (peer not verified or other origin)"
+            );
+        }
+    }
+    if let Some(d) = &r.dns {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "{}", render_dns(d));
+    }
+    if let Some(t) = &r.tcp {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "TCP   {} , {} bytes read",
+            t.remote_addr.as_deref().unwrap_or("-"),
+            t.bytes_read
+        );
+        if let Some(b) = &t.banner {
+            let _ = writeln!(s, "  banner         {b}");
+        }
+    }
+    let _ = writeln!(s);
+    match r.reason {
+        None => {
+            let _ = writeln!(s, "OK    {}", r.message);
+        }
+        Some(reason) => {
+            let _ = writeln!(s, "FAIL  {reason}: {}", r.message);
+        }
+    }
+    s
+}
+
+fn render_dns(d: &crate::check::DnsFacts) -> String {
+    serde_json::to_value(d)
+        .ok()
+        .map(|v| {
+            let get = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_owned();
+            let mut s = format!(
+                "DNS   {} {} via {} ({}): {}",
+                get("query_name"),
+                get("query_type"),
+                get("server"),
+                get("transport"),
+                get("rcode")
+            );
+            if let Some(answers) = v.get("answers").and_then(|a| a.as_array()) {
+                for a in answers {
+                    let f = |k: &str| {
+                        a.get(k)
+                            .map(|x| x.to_string().trim_matches('"').to_owned())
+                            .unwrap_or_default()
+                    };
+                    s.push_str(&format!(
+                        "\n  {} {} {} {}",
+                        f("name"),
+                        f("ttl"),
+                        f("type"),
+                        f("data")
+                    ));
+                }
+            }
+            s
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(argv: &[&str]) -> CheckArgs {
+        let mut full = vec!["varde", "check"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Check(a) => a,
+        }
+    }
+
+    #[test]
+    fn dns_target_with_type_and_port() {
+        let CheckSpec::Dns(d) =
+            spec_from_args(&args(&["dns://127.0.0.1:5353/example.com?type=MX"])).unwrap()
+        else {
+            panic!("expected dns");
+        };
+        assert_eq!(d.server, "127.0.0.1:5353");
+        assert_eq!(d.name, "example.com");
+        assert_eq!(d.query_type, "MX");
+    }
+
+    #[test]
+    fn foreign_flags_are_usage_errors() {
+        let e = spec_from_args(&args(&["tcp://h:1", "--body-contains", "x"])).unwrap_err();
+        assert!(e.0.contains("--body-contains applies to http"), "{}", e.0);
+        let e = spec_from_args(&args(&["https://h/", "--type", "MX"])).unwrap_err();
+        assert!(e.0.contains("--type applies to dns"), "{}", e.0);
+        let e = spec_from_args(&args(&["dns://1.1.1.1/x", "--insecure"])).unwrap_err();
+        assert!(e.0.contains("--insecure applies to https"), "{}", e.0);
+        assert!(spec_from_args(&args(&["ftp://h/"])).is_err());
+        assert!(spec_from_args(&args(&["example.com"])).is_err());
+    }
+
+    #[test]
+    fn unescape_sequences() {
+        assert_eq!(unescape("a\\r\\n\\x41\\\\").unwrap(), "a\r\nA\\");
+        assert!(unescape("\\q").is_err());
+        assert!(unescape("\\x4").is_err());
+    }
+}
