@@ -595,7 +595,7 @@ impl HttpCheck {
                 .max_header_list_size(MAX_HEADER_BYTES as u32)
                 .handshake(io)
                 .await
-                .map_err(|e| hyper_failure(&e, "HTTP/2 handshake"))?;
+                .map_err(|e| hyper_failure(&e, "HTTP/2 handshake", true))?;
             (
                 Box::pin(async move { sender.send_request(req).await }),
                 Box::pin(conn),
@@ -605,7 +605,7 @@ impl HttpCheck {
                 .max_buf_size(MAX_HEADER_BYTES.max(8192))
                 .handshake(io)
                 .await
-                .map_err(|e| hyper_failure(&e, "HTTP/1.1 handshake"))?;
+                .map_err(|e| hyper_failure(&e, "HTTP/1.1 handshake", false))?;
             (
                 Box::pin(async move { sender.send_request(req).await }),
                 Box::pin(conn),
@@ -614,7 +614,7 @@ impl HttpCheck {
         let mut conn = Some(conn);
         let resp = with_conn(&mut conn, resp_fut)
             .await
-            .map_err(|e| hyper_failure(&e, "response"))?;
+            .map_err(|e| hyper_failure(&e, "response", h2))?;
         let head_at = tokio::time::Instant::now();
         // HTTP/1.1: the first byte after the request was written is exact.
         // HTTP/2: frames (SETTINGS, acks) interleave, so use the parsed head.
@@ -652,7 +652,7 @@ impl HttpCheck {
             let frame = with_conn(&mut conn, incoming.frame()).await;
             match frame {
                 None => break,
-                Some(Err(e)) => return Err(hyper_failure(&e, "body")),
+                Some(Err(e)) => return Err(hyper_failure(&e, "body", h2)),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         http.body_bytes += data.len() as u64;
@@ -759,38 +759,28 @@ fn version_name(v: http::Version) -> &'static str {
     }
 }
 
-fn hyper_failure(e: &hyper::Error, during: &str) -> Failure {
+fn hyper_failure(e: &hyper::Error, during: &str, h2: bool) -> Failure {
     let mut msg = format!("{during}: {e}");
+    let mut io_cause = false;
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         msg.push_str(&format!(": {s}"));
+        io_cause |= s.downcast_ref::<std::io::Error>().is_some();
         src = s.source();
     }
     let reason = if e.is_parse() || e.is_parse_status() {
         Reason::HttpProtocol
-    } else if e.is_incomplete_message() {
-        // The peer closed before a complete response: the connection broke.
+    } else if e.is_incomplete_message() || io_cause {
+        // The peer closed or reset before a complete response.
         Reason::IoError
-    } else if is_h2_protocol(e) {
+    } else if h2 {
+        // HTTP/2 framing and stream errors carry no I/O cause: the peer did
+        // not speak valid HTTP/2 (or reset the stream).
         Reason::HttpProtocol
     } else {
         Reason::IoError
     };
     Failure::new(reason, msg)
-}
-
-/// HTTP/2 errors that mean the peer did not speak valid HTTP/2 (as opposed
-/// to the transport failing).
-fn is_h2_protocol(e: &hyper::Error) -> bool {
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        if s.downcast_ref::<std::io::Error>().is_some() {
-            return false;
-        }
-        src = s.source();
-    }
-    // hyper reports h2 framing/protocol errors without an io::Error cause.
-    e.to_string().contains("http2")
 }
 
 /// Standard base64 (RFC 4648) for basic auth, without pulling a crate for it.

@@ -195,13 +195,16 @@ impl Phase {
         }
     }
 
-    /// The reason to report when the deadline passes during this phase.
-    fn timeout_reason(self) -> Reason {
-        match self {
-            Phase::Resolve => Reason::DnsTimeout,
-            Phase::Connect => Reason::ConnectTimeout,
-            Phase::Tls => Reason::TlsTimeout,
-            Phase::Processing | Phase::Transfer => Reason::Timeout,
+    /// The reason to report when the deadline passes during this phase of
+    /// a check of `kind`: a DNS check waiting for its answer is a DNS timeout.
+    fn timeout_reason(self, kind: CheckKind) -> Reason {
+        match (self, kind) {
+            (Phase::Resolve, _) | (Phase::Processing | Phase::Transfer, CheckKind::Dns) => {
+                Reason::DnsTimeout
+            }
+            (Phase::Connect, _) => Reason::ConnectTimeout,
+            (Phase::Tls, _) => Reason::TlsTimeout,
+            (Phase::Processing | Phase::Transfer, _) => Reason::Timeout,
         }
     }
 }
@@ -456,7 +459,7 @@ impl Check {
             Err(_) => {
                 let phase = rec.current().unwrap_or(Phase::Processing);
                 Err(Failure::new(
-                    phase.timeout_reason(),
+                    phase.timeout_reason(self.kind()),
                     format!(
                         "deadline of {} passed during {}",
                         humantime::format_duration(self.timeout),

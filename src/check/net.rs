@@ -215,7 +215,12 @@ pub fn parse_server_addr(s: &str, default_port: u16) -> Result<SocketAddr, Strin
     if let Ok(sa) = s.parse::<SocketAddr>() {
         return Ok(sa);
     }
-    let bare = s.trim_start_matches('[').trim_end_matches(']');
+    let bare = match s.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .ok_or_else(|| format!("unbalanced brackets in {s:?}"))?,
+        None => s,
+    };
     bare.parse::<IpAddr>()
         .map(|ip| SocketAddr::new(ip, default_port))
         .map_err(|_| format!("expected IP or IP:port, got {s:?}"))
@@ -275,6 +280,12 @@ mod tests {
             "[::1]:53".parse().unwrap()
         );
         assert!(parse_server_addr("dns.example", 53).is_err());
+        assert!(parse_server_addr("[::1", 53).is_err());
+        assert!(parse_server_addr("::1]", 53).is_err());
+        assert_eq!(
+            parse_server_addr("[::1]", 53).unwrap(),
+            "[::1]:53".parse().unwrap()
+        );
     }
 
     #[test]

@@ -287,7 +287,16 @@ impl TlsClient {
             }
             Err(e) => {
                 let failure = match &cap.error {
-                    Some(ve) => classify_verify_error(ve, &facts),
+                    Some(ve) => {
+                        let mut f = classify_verify_error(ve, &facts);
+                        if self.insecure && self.identity.is_some() {
+                            // Insecure mode only fails here because our key refused to sign.
+                            f.message.push_str(
+                                "; client certificate withheld from the unverified server",
+                            );
+                        }
+                        f
+                    }
                     None => handshake_failure(&e),
                 };
                 Err((failure, facts))
