@@ -98,6 +98,41 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for pre-registering metric label values.
+    pub const ALL: &'static [Reason] = &[
+        Reason::DnsNxdomain,
+        Reason::DnsNoAddress,
+        Reason::DnsTimeout,
+        Reason::DnsError,
+        Reason::ConnectRefused,
+        Reason::ConnectTimeout,
+        Reason::ConnectError,
+        Reason::TlsTimeout,
+        Reason::TlsHandshake,
+        Reason::TlsExpired,
+        Reason::TlsNotYetValid,
+        Reason::TlsUntrusted,
+        Reason::TlsSelfSigned,
+        Reason::TlsHostname,
+        Reason::TlsCertificate,
+        Reason::TlsExpiringSoon,
+        Reason::HttpProtocol,
+        Reason::HttpStatus,
+        Reason::HttpRedirectLoop,
+        Reason::HttpTooManyRedirects,
+        Reason::HttpBadRedirect,
+        Reason::HttpBodyTooLarge,
+        Reason::HttpBodyMismatch,
+        Reason::HttpHeaderMismatch,
+        Reason::DnsRcode,
+        Reason::DnsAnswerMismatch,
+        Reason::DnsTooFewAnswers,
+        Reason::DnsMalformed,
+        Reason::TcpExpectMismatch,
+        Reason::IoError,
+        Reason::Timeout,
+    ];
+
     /// The stable `snake_case` name used in JSON and metric labels.
     pub fn as_str(self) -> &'static str {
         use Reason::*;
@@ -524,5 +559,76 @@ pub(crate) mod human_duration {
         let v = Option::<String>::deserialize(d)?;
         v.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::advance;
+
+    #[tokio::test(start_paused = true)]
+    async fn recorder_attributes_time_to_the_phase_in_progress() {
+        let mut r = Recorder::new();
+        r.start(Phase::Resolve);
+        advance(Duration::from_millis(10)).await;
+        r.start(Phase::Connect);
+        advance(Duration::from_millis(5)).await;
+        r.end();
+        // Time between phases belongs to none.
+        advance(Duration::from_millis(100)).await;
+        r.start(Phase::Processing);
+        advance(Duration::from_millis(7)).await;
+        r.start(Phase::Transfer);
+        r.end();
+        // A second hop adds to the same phases.
+        r.start(Phase::Resolve);
+        advance(Duration::from_millis(1)).await;
+        r.end();
+        let p = r.phases();
+        assert_eq!(p.resolve, Duration::from_millis(11));
+        assert_eq!(p.connect, Duration::from_millis(5));
+        assert_eq!(p.tls, Duration::ZERO);
+        assert_eq!(p.processing, Duration::from_millis(7));
+        assert_eq!(p.transfer, Duration::ZERO);
+        assert_eq!(r.current(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_names_the_interrupted_phase_and_keeps_exact_time() {
+        // A DNS server that never answers: the check waits in `processing`
+        // until the deadline; with time paused the deadline is exact.
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let spec = CheckSpec::Dns(DnsOptions {
+            server: silent.local_addr().unwrap().to_string(),
+            name: "example.com".into(),
+            ..DnsOptions::default()
+        });
+        let check = spec.build(Duration::from_secs(3)).unwrap();
+        let r = check.run().await;
+        assert!(!r.success);
+        assert_eq!(r.reason, Some(Reason::DnsTimeout), "{}", r.message);
+        assert_eq!(r.duration, Duration::from_secs(3));
+        assert_eq!(r.phases.processing, Duration::from_secs(3));
+        assert!(r.message.contains("during processing"), "{}", r.message);
+    }
+
+    #[test]
+    fn reasons_serialize_as_their_label() {
+        let mut seen = std::collections::HashSet::new();
+        for &r in Reason::ALL {
+            assert!(seen.insert(r.as_str()), "duplicate label {r}");
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+        }
+    }
+
+    #[test]
+    fn zero_timeout_is_rejected() {
+        let spec = CheckSpec::Tcp(TcpOptions {
+            address: "127.0.0.1:1".into(),
+            ..TcpOptions::default()
+        });
+        assert_eq!(spec.build(Duration::ZERO).unwrap_err().field, "timeout");
     }
 }
