@@ -157,16 +157,7 @@ impl TlsClient {
         let (roots, custom_cas) = match &o.ca_file {
             None => (web_roots(), Vec::new()),
             Some(path) => {
-                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| err("ca_file", format!("{}: {e}", path.display())))?
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| err("ca_file", format!("{}: {e}", path.display())))?;
-                if certs.is_empty() {
-                    return Err(err(
-                        "ca_file",
-                        format!("{}: no PEM certificates found", path.display()),
-                    ));
-                }
+                let certs = load_certs(path).map_err(|m| err("ca_file", m))?;
                 let mut store = RootCertStore::empty();
                 for c in &certs {
                     store
@@ -184,16 +175,7 @@ impl TlsClient {
             (Some(_), None) => return Err(err("key_file", "required with cert_file".into())),
             (None, Some(_)) => return Err(err("cert_file", "required with key_file".into())),
             (Some(cert), Some(key)) => {
-                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                    .map_err(|e| err("cert_file", format!("{}: {e}", cert.display())))?
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| err("cert_file", format!("{}: {e}", cert.display())))?;
-                if chain.is_empty() {
-                    return Err(err(
-                        "cert_file",
-                        format!("{}: no PEM certificates found", cert.display()),
-                    ));
-                }
+                let chain = load_certs(cert).map_err(|m| err("cert_file", m))?;
                 // Never echo key material: only the path and the kind of problem.
                 let der = PrivateKeyDer::from_pem_file(key).map_err(|_| {
                     err(
@@ -420,6 +402,17 @@ impl TlsClient {
         }
         earliest
     }
+}
+
+/// Reads every certificate of a PEM file; an empty file is an error.
+fn load_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificates found", path.display()));
+    }
+    Ok(certs)
 }
 
 fn min_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
