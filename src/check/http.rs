@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -16,9 +18,9 @@ use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::io::{Stream, TimedIo, snapshot};
+use super::io::{IoTimes, Stream, TimedIo, snapshot};
 use super::net::Net;
-use super::tls::TlsClient;
+use super::tls::{TlsClient, late_tls_failure, tls_rejected};
 use super::{Facts, Failure, NetOptions, Phase, Reason, Recorder, SpecError, TlsOptions};
 
 /// Default cap on the response body a check reads (10 MiB).
@@ -359,25 +361,16 @@ impl HttpCheck {
         let mut body = self.body.clone();
         let mut visited: HashSet<(Method, String)> = HashSet::new();
         let mut expiring: Option<Failure> = None;
-        let mut http = HttpFacts::default();
+        // Facts are written into `facts` as they are learned, so a deadline
+        // that cancels this future mid-exchange still reports what was seen.
+        facts.http = Some(HttpFacts::default());
         loop {
             visited.insert((method.clone(), url.to_string()));
-            http.final_url = url.to_string();
-            facts.http = Some(http.clone());
+            http_facts(facts).final_url = url.to_string();
             let send_credentials = same_origin(&url, &self.url);
-            let hop = self
-                .exchange(
-                    &url,
-                    &method,
-                    &body,
-                    send_credentials,
-                    rec,
-                    facts,
-                    &mut http,
-                )
-                .await;
-            facts.http = Some(http.clone());
-            let (status, headers, bytes) = hop?;
+            let (status, headers, bytes) = self
+                .exchange(&url, &method, &body, send_credentials, rec, facts)
+                .await?;
             if let Some(t) = &facts.tls {
                 if let Err(f) = self.tls.check_expiry(t, chrono::Utc::now()) {
                     expiring.get_or_insert(f);
@@ -399,7 +392,7 @@ impl HttpCheck {
                                 format!("{status} with unusable Location {loc:?}"),
                             )
                         })?;
-                    if http.redirects >= self.max_redirects {
+                    if http_facts(facts).redirects >= self.max_redirects {
                         return Err(Failure::new(
                             Reason::HttpTooManyRedirects,
                             format!(
@@ -425,7 +418,7 @@ impl HttpCheck {
                             format!("redirect loop: {url} → {next} was already visited"),
                         ));
                     }
-                    http.redirects += 1;
+                    http_facts(facts).redirects += 1;
                     url = next;
                     continue;
                 }
@@ -446,6 +439,7 @@ impl HttpCheck {
             if let Some(f) = expiring {
                 return Err(f);
             }
+            let http = http_facts(facts);
             let version = http.version.clone().unwrap_or_default();
             return Ok(format!(
                 "{} {} {}, {} bytes{}",
@@ -544,14 +538,19 @@ impl HttpCheck {
         send_credentials: bool,
         rec: &mut Recorder,
         facts: &mut Facts,
-        http: &mut HttpFacts,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), Failure> {
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or(80);
         let https = url.scheme() == "https";
         let addrs = self.net.resolve(host, rec).await?;
         let (tcp, addr) = self.net.connect(&addrs, port, rec).await?;
+        let http = http_facts(facts);
         http.remote_addr = Some(addr.to_string());
+        // Reset what a previous hop of a redirect chain reported.
+        http.status = None;
+        http.version = None;
+        http.content_length = None;
+        http.body_bytes = 0;
         let mut withhold = !send_credentials;
         let (stream, h2) = if https {
             let alpn: &[&[u8]] = match self.version {
@@ -580,7 +579,7 @@ impl HttpCheck {
             (Stream::Plain(tcp), self.version == HttpVersion::Http2)
         };
         if withhold && !self.credentials.is_empty() {
-            http.credentials_withheld = true;
+            http_facts(facts).credentials_withheld = true;
         }
 
         let req = self.request(url, method, body, h2, !withhold)?;
@@ -611,10 +610,15 @@ impl HttpCheck {
                 Box::pin(conn),
             )
         };
-        let mut conn = Some(conn);
-        let resp = with_conn(&mut conn, resp_fut)
-            .await
-            .map_err(|e| hyper_failure(&e, "response", h2))?;
+        let mut conn = Conn {
+            fut: Some(conn),
+            error: None,
+            times: times.clone(),
+        };
+        let resp = match conn.with(resp_fut).await {
+            Ok(resp) => resp,
+            Err(e) => return Err(conn.failure(&e, "response", h2).await),
+        };
         let head_at = tokio::time::Instant::now();
         // HTTP/1.1: the first byte after the request was written is exact.
         // HTTP/2: frames (SETTINGS, acks) interleave, so use the parsed head.
@@ -626,6 +630,7 @@ impl HttpCheck {
         rec.start_at(Phase::Transfer, first_byte.min(head_at));
 
         let status = resp.status();
+        let http = http_facts(facts);
         http.status = Some(status.as_u16());
         http.version = Some(version_name(resp.version()).into());
         let (parts, mut incoming) = resp.into_parts();
@@ -647,14 +652,14 @@ impl HttpCheck {
         }
         let keep = self.needs_body() && !(status.is_redirection() && self.follow_redirects);
         let mut buf = Vec::new();
-        http.body_bytes = 0;
         loop {
-            let frame = with_conn(&mut conn, incoming.frame()).await;
+            let frame = conn.with(incoming.frame()).await;
             match frame {
                 None => break,
-                Some(Err(e)) => return Err(hyper_failure(&e, "body", h2)),
+                Some(Err(e)) => return Err(conn.failure(&e, "body", h2).await),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
+                        let http = http_facts(facts);
                         http.body_bytes += data.len() as u64;
                         if http.body_bytes > self.body_limit {
                             return Err(Failure::new(
@@ -730,16 +735,59 @@ type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Runs `fut` while also driving the connection in the same task (no
 /// cross-task wake-ups between "byte arrived" and "we noticed"). Once the
 /// connection future ends, `fut` runs alone; its own error reports why.
-async fn with_conn<F: Future>(conn: &mut Option<BoxFut<hyper::Result<()>>>, fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    if let Some(c) = conn.as_mut() {
-        tokio::select! {
-            biased;
-            out = &mut fut => return out,
-            _ = c => { *conn = None; }
+/// The HTTP facts of a running check, created on first use.
+fn http_facts(facts: &mut Facts) -> &mut HttpFacts {
+    facts.http.get_or_insert_with(HttpFacts::default)
+}
+
+/// A hyper client connection driven in the check's own task, with the
+/// error it ended with (often the real cause of a failed request).
+struct Conn {
+    fut: Option<BoxFut<hyper::Result<()>>>,
+    error: Option<hyper::Error>,
+    times: Arc<Mutex<IoTimes>>,
+}
+
+impl Conn {
+    /// Runs `fut` while driving the connection.
+    async fn with<F: Future>(&mut self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        if let Some(c) = self.fut.as_mut() {
+            tokio::select! {
+                biased;
+                out = &mut fut => return out,
+                res = c => {
+                    self.fut = None;
+                    self.error = res.err();
+                }
+            }
         }
+        fut.await
     }
-    fut.await
+
+    /// Classifies a request or body error, preferring a TLS failure seen
+    /// by either the request or the connection. A request fails as soon as
+    /// its connection dies, so poll the connection once more for its error.
+    async fn failure(&mut self, e: &hyper::Error, during: &str, h2: bool) -> Failure {
+        if let Some(c) = self.fut.as_mut() {
+            let polled = std::future::poll_fn(|cx| Poll::Ready(c.as_mut().poll(cx))).await;
+            if let Poll::Ready(res) = polled {
+                self.fut = None;
+                self.error = res.err();
+            }
+        }
+        if let Some(f) = self
+            .error
+            .as_ref()
+            .and_then(|ce| late_tls_failure(ce, during))
+        {
+            return f;
+        }
+        if let Some(r) = &snapshot(&self.times).tls_error {
+            return tls_rejected(r, during);
+        }
+        hyper_failure(e, during, h2)
+    }
 }
 
 fn same_origin(a: &Url, b: &Url) -> bool {
@@ -760,6 +808,9 @@ fn version_name(v: http::Version) -> &'static str {
 }
 
 fn hyper_failure(e: &hyper::Error, during: &str, h2: bool) -> Failure {
+    if let Some(f) = late_tls_failure(e, during) {
+        return f;
+    }
     let mut msg = format!("{during}: {e}");
     let mut io_cause = false;
     let mut src = std::error::Error::source(e);

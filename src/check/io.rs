@@ -77,11 +77,14 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// When the last write ended and when the first read after it arrived.
-#[derive(Clone, Copy, Debug, Default)]
+/// When the last write ended and when the first read after it arrived,
+/// and the TLS error the stream failed with, if any (HTTP/2 keeps only the
+/// text of the I/O error that ended a connection).
+#[derive(Clone, Debug, Default)]
 pub(crate) struct IoTimes {
     pub last_write: Option<Instant>,
     pub first_read_after_write: Option<Instant>,
+    pub tls_error: Option<rustls::Error>,
 }
 
 /// A stream that records [`IoTimes`] on the plaintext side (so TLS
@@ -103,6 +106,13 @@ impl<S> TimedIo<S> {
         )
     }
 
+    fn note_error(&self, e: &io::Error) {
+        if let Some(r) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            let mut t = self.times.lock().unwrap_or_else(PoisonError::into_inner);
+            t.tls_error.get_or_insert_with(|| r.clone());
+        }
+    }
+
     fn note_write(&self) {
         let mut t = self.times.lock().unwrap_or_else(PoisonError::into_inner);
         t.last_write = Some(Instant::now());
@@ -111,7 +121,7 @@ impl<S> TimedIo<S> {
 }
 
 pub(crate) fn snapshot(times: &Mutex<IoTimes>) -> IoTimes {
-    *times.lock().unwrap_or_else(PoisonError::into_inner)
+    times.lock().unwrap_or_else(PoisonError::into_inner).clone()
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
@@ -123,11 +133,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let mut t = this.times.lock().unwrap_or_else(PoisonError::into_inner);
-            if t.last_write.is_some() && t.first_read_after_write.is_none() {
-                t.first_read_after_write = Some(Instant::now());
+        match &res {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                let mut t = this.times.lock().unwrap_or_else(PoisonError::into_inner);
+                if t.last_write.is_some() && t.first_read_after_write.is_none() {
+                    t.first_read_after_write = Some(Instant::now());
+                }
             }
+            Poll::Ready(Err(e)) => this.note_error(e),
+            _ => {}
         }
         res
     }
@@ -141,10 +155,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = res
-            && n > 0
-        {
-            this.note_write();
+        match &res {
+            Poll::Ready(Ok(n)) if *n > 0 => this.note_write(),
+            Poll::Ready(Err(e)) => this.note_error(e),
+            _ => {}
         }
         res
     }
@@ -156,10 +170,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = res
-            && n > 0
-        {
-            this.note_write();
+        match &res {
+            Poll::Ready(Ok(n)) if *n > 0 => this.note_write(),
+            Poll::Ready(Err(e)) => this.note_error(e),
+            _ => {}
         }
         res
     }

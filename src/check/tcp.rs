@@ -162,7 +162,7 @@ impl TcpCheck {
                 .write_all(data)
                 .await
                 .and(stream.flush().await)
-                .map_err(|e| Failure::new(Reason::IoError, format!("send: {e}")))?;
+                .map_err(|e| io_failure(&e, "send"))?;
         }
         let Some((src, re)) = &self.expect else {
             rec.end();
@@ -183,7 +183,7 @@ impl TcpCheck {
             let n = stream
                 .read(&mut chunk[..room])
                 .await
-                .map_err(|e| Failure::new(Reason::IoError, format!("read: {e}")))?;
+                .map_err(|e| io_failure(&e, "read"))?;
             if n == 0 {
                 return Err(Failure::new(
                     Reason::TcpExpectMismatch,
@@ -219,6 +219,11 @@ fn clip(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(b);
     let s = s.trim_end_matches('\r');
     s.chars().take(256).collect()
+}
+
+fn io_failure(e: &std::io::Error, during: &str) -> Failure {
+    super::tls::late_tls_failure(e, during)
+        .unwrap_or_else(|| Failure::new(Reason::IoError, format!("{during}: {e}")))
 }
 
 #[cfg(test)]

@@ -610,6 +610,38 @@ fn handshake_failure(e: &std::io::Error) -> Failure {
     Failure::new(Reason::TlsHandshake, msg)
 }
 
+/// The TLS error behind an I/O error after the handshake, if any.
+///
+/// In TLS 1.3 the client finishes its side of the handshake before the
+/// server has checked the client's certificate; a server that rejects it
+/// (or requires one that was not sent) answers with an alert that surfaces
+/// on the first read. That is a handshake failure, not an I/O error.
+pub(crate) fn late_tls_failure(
+    e: &(dyn std::error::Error + 'static),
+    during: &str,
+) -> Option<Failure> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls_rejected(r, during));
+        }
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls_rejected(r, during));
+        }
+        cur = err.source();
+    }
+    None
+}
+
+pub(crate) fn tls_rejected(e: &rustls::Error, during: &str) -> Failure {
+    Failure::new(
+        Reason::TlsHandshake,
+        format!("TLS session rejected during {during}: {e}"),
+    )
+}
+
 fn asn1_to_chrono(t: x509_parser::time::ASN1Time) -> Option<DateTime<Utc>> {
     DateTime::<Utc>::from_timestamp(t.timestamp(), 0)
 }
