@@ -702,32 +702,14 @@ impl ServerBuilder {
         let addr = listener.local_addr()?;
         let log = Arc::new(Log::default());
         let handler: Handler = Arc::new(handler);
-        let acceptor = self.identity.map(|id| {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let builder = ServerConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .unwrap();
-            let builder = match self.client_ca {
-                None => builder.with_no_client_auth(),
-                Some(root) => {
-                    let mut roots = RootCertStore::empty();
-                    roots.add(root).unwrap();
-                    let verifier =
-                        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                            .build()
-                            .unwrap();
-                    builder.with_client_cert_verifier(verifier)
-                }
-            };
-            let mut config = builder.with_single_cert(id.chain, id.key).unwrap();
-            config.alpn_protocols = if self.h1_only {
-                vec![b"http/1.1".to_vec()]
-            } else {
-                vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-            };
-            config.send_tls13_tickets = 0;
-            TlsAcceptor::from(Arc::new(config))
-        });
+        let alpn: &[&[u8]] = if self.h1_only {
+            &[b"http/1.1"]
+        } else {
+            &[b"h2", b"http/1.1"]
+        };
+        let acceptor = self
+            .identity
+            .map(|id| tls_acceptor(id, self.client_ca, alpn));
         let h1_only = self.h1_only;
         let task_log = log.clone();
         let task = tokio::spawn(async move {
@@ -817,6 +799,34 @@ where
 // ---------------------------------------------------------------------------
 // Raw, hostile TCP servers
 // ---------------------------------------------------------------------------
+
+/// A TLS acceptor presenting `id`, optionally requiring a client
+/// certificate issued under `client_ca`, offering `alpn`; no session tickets.
+pub fn tls_acceptor(
+    id: Identity,
+    client_ca: Option<CertificateDer<'static>>,
+    alpn: &[&[u8]],
+) -> TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(root) => {
+            let mut roots = RootCertStore::empty();
+            roots.add(root).unwrap();
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(id.chain, id.key).unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.send_tls13_tickets = 0;
+    TlsAcceptor::from(Arc::new(config))
+}
 
 /// A raw TCP server on 127.0.0.1 running `behave` on every connection;
 /// stops (with its connections) when dropped.
