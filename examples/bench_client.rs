@@ -426,12 +426,37 @@ async fn accuracy(
         )
     });
     let total = (rate as usize) * (seconds as usize);
-    // One check per request, built up front (untimed), so that each request
-    // carries a unique id the server records its own measured delay under.
+    // A fleet of `rate` checks, each run once a second as a probe would
+    // schedule them (and, like the probe's scheduler, never overlapping
+    // itself). Each check's URL carries its id; the server records its own
+    // measured delay per id in arrival order, which for one non-overlapping
+    // check is the order of its runs.
     let sep = if parsed.query().is_some() { '&' } else { '?' };
-    let checks: Vec<Arc<Check>> = (0..total)
+    let fleet = (rate as usize).max(1);
+    let checks: Vec<Arc<Check>> = (0..fleet)
         .map(|i| Arc::new(build_check(&format!("{url}{sep}id={i}"), ca.as_deref())))
         .collect();
+    let busy: Vec<Arc<std::sync::atomic::AtomicBool>> = (0..fleet)
+        .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false)))
+        .collect();
+    let mut runs = vec![0usize; fleet];
+    let mut skipped_busy = 0usize;
+    let mut processing_us: Vec<((usize, usize), f64)> = Vec::with_capacity(total);
+    let mut failed_ids = std::collections::HashSet::new();
+    let mut tally = Tally::default();
+    // Results are taken as they complete, as a probe would hand them on.
+    let mut reap =
+        |r: Result<((usize, usize), varde::check::CheckResult), tokio::task::JoinError>| {
+            let (id, r) = r.expect("check task panicked");
+            tally.add(&r);
+            if r.success {
+                processing_us.push((id, r.phases.processing.as_secs_f64() * 1e6));
+            } else {
+                // A failed run may or may not have reached the server, so the
+                // server's list for this check can no longer be matched by index.
+                failed_ids.insert(id.0);
+            }
+        };
     if let Err(e) = http_get(&format!("{stats_base}/reset")).await {
         eprintln!("cannot reset server stats at {stats_base}: {e}");
         return 2;
@@ -453,20 +478,26 @@ async fn accuracy(
             break;
         }
         lateness_us.push(at.elapsed().as_secs_f64() * 1e6);
-        let check = checks[fired].clone();
-        let id = fired;
-        set.spawn(async move { (id, check.run().await) });
+        let id = fired % fleet;
         fired += 1;
+        if busy[id].swap(true, std::sync::atomic::Ordering::AcqRel) {
+            skipped_busy += 1;
+            continue;
+        }
+        let (check, flag, run) = (checks[id].clone(), busy[id].clone(), runs[id]);
+        runs[id] += 1;
+        set.spawn(async move {
+            let r = check.run().await;
+            flag.store(false, std::sync::atomic::Ordering::Release);
+            ((id, run), r)
+        });
+        while let Some(r) = set.try_join_next() {
+            reap(r);
+        }
     }
     let fire_secs = t0.elapsed().as_secs_f64();
-    let mut processing_us: Vec<(usize, f64)> = Vec::with_capacity(fired);
-    let mut tally = Tally::default();
     while let Some(r) = set.join_next().await {
-        let (id, r) = r.expect("check task panicked");
-        tally.add(&r);
-        if r.success {
-            processing_us.push((id, r.phases.processing.as_secs_f64() * 1e6));
-        }
+        reap(r);
     }
     let cpu = cpu_seconds("self") - cpu0;
     let wall = t0.elapsed().as_secs_f64();
@@ -478,17 +509,18 @@ async fn accuracy(
         eprintln!("FAILED x{v}: {k}");
     }
 
-    let server_delays: HashMap<usize, f64> = match http_get(&format!("{stats_base}/delays")).await {
-        Ok(body) => serde_json::from_slice::<HashMap<String, f64>>(&body)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
-            .collect(),
-        Err(e) => {
-            eprintln!("cannot fetch server delays: {e}");
-            HashMap::new()
-        }
-    };
+    let server_delays: HashMap<usize, Vec<f64>> =
+        match http_get(&format!("{stats_base}/delays")).await {
+            Ok(body) => serde_json::from_slice::<HashMap<String, Vec<f64>>>(&body)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+                .collect(),
+            Err(e) => {
+                eprintln!("cannot fetch server delays: {e}");
+                HashMap::new()
+            }
+        };
     let server_stats: Value = match http_get(&format!("{stats_base}/stats")).await {
         Ok(body) => serde_json::from_slice(&body).unwrap_or(Value::Null),
         Err(_) => Value::Null,
@@ -499,8 +531,11 @@ async fn accuracy(
     let abs_nominal: Vec<f64> = vs_nominal.iter().map(|e| e.abs()).collect();
     let mut corrected = Vec::new();
     let mut overshoot = Vec::new();
-    for (id, p) in &processing_us {
-        if let Some(s) = server_delays.get(id) {
+    for ((id, run), p) in &processing_us {
+        if failed_ids.contains(id) {
+            continue;
+        }
+        if let Some(s) = server_delays.get(id).and_then(|v| v.get(*run)) {
             corrected.push(p - s);
             overshoot.push(s - d_us);
         }
@@ -514,6 +549,8 @@ async fn accuracy(
         "target_rate": rate,
         "seconds": seconds,
         "fired": fired,
+        "checks_in_fleet": fleet,
+        "skipped_busy": skipped_busy,
         "achieved_rate": round(fired as f64 / fire_secs.max(1e-9), 1),
         "ok": tally.ok,
         "failed": tally.failed,

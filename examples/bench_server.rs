@@ -10,7 +10,8 @@
 //!   when given) so a client can correlate it with its own measurement.
 //! * `GET /stats` → JSON: requests by HTTP version, and the distribution of
 //!   the delay overshoot (measured − requested).
-//! * `GET /delays` → JSON object `{"<id>": measured_us, ...}`.
+//! * `GET /delays` → JSON object `{"<id>": [measured_us, ...], ...}`, each
+//!   id's delays in the order its requests arrived.
 //! * `GET /reset` → clears all of the above.
 //!
 //! The CA that signed the HTTPS certificate (for `localhost` and
@@ -82,8 +83,9 @@ struct Stats {
 struct Delays {
     /// measured − requested, µs (may be negative in theory, never in practice).
     overshoot_us: Vec<i64>,
-    /// id → measured µs.
-    by_id: BTreeMap<u64, u64>,
+    /// id → measured µs of each request with that id, in arrival order.
+    by_id: BTreeMap<u64, Vec<u64>>,
+    samples: usize,
 }
 
 impl Stats {
@@ -99,6 +101,7 @@ impl Stats {
         let mut d = self.lock();
         d.overshoot_us.clear();
         d.by_id.clear();
+        d.samples = 0;
     }
 
     fn json(&self) -> serde_json::Value {
@@ -166,7 +169,7 @@ async fn handle(
                 .lock()
                 .by_id
                 .iter()
-                .map(|(k, v)| (k.to_string(), (*v).into()))
+                .map(|(k, v)| (k.to_string(), v.clone().into()))
                 .collect();
             return Ok(json_response(&serde_json::Value::Object(map)));
         }
@@ -212,9 +215,10 @@ async fn handle(
                 .push(measured_us as i64 - want.as_micros() as i64);
         }
         if let Some(id) = id
-            && d.by_id.len() < MAX_SAMPLES
+            && d.samples < MAX_SAMPLES
         {
-            d.by_id.insert(id, measured_us);
+            d.samples += 1;
+            d.by_id.entry(id).or_default().push(measured_us);
         }
     }
     Ok(resp)

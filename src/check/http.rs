@@ -18,7 +18,7 @@ use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::io::{IoTimes, Stream, TimedIo, snapshot};
+use super::io::{Framing, IoTimes, Stream, TimedIo, snapshot};
 use super::net::Net;
 use super::tls::{TlsClient, late_tls_failure, tls_rejected};
 use super::{Facts, Failure, NetOptions, Phase, Reason, Recorder, SpecError, TlsOptions};
@@ -583,7 +583,8 @@ impl HttpCheck {
         }
 
         let req = self.request(url, method, body, h2, !withhold)?;
-        let (io, times) = TimedIo::new(stream);
+        let framing = if h2 { Framing::H2 } else { Framing::Raw };
+        let (io, times) = TimedIo::new(stream, framing);
         let io = TokioIo::new(io);
         rec.start(Phase::Processing);
         let (resp_fut, conn): (
@@ -620,13 +621,8 @@ impl HttpCheck {
             Err(e) => return Err(conn.failure(&e, "response", h2).await),
         };
         let head_at = tokio::time::Instant::now();
-        // HTTP/1.1: the first byte after the request was written is exact.
-        // HTTP/2: frames (SETTINGS, acks) interleave, so use the parsed head.
-        let first_byte = if h2 {
-            head_at
-        } else {
-            snapshot(&times).first_read_after_write.unwrap_or(head_at)
-        };
+        // The read that brought the first byte of the answer (see io.rs).
+        let first_byte = snapshot(&times).first_read_after_write.unwrap_or(head_at);
         rec.start_at(Phase::Transfer, first_byte.min(head_at));
 
         let status = resp.status();

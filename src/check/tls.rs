@@ -110,8 +110,12 @@ pub(crate) struct Handshake<IO> {
 pub(crate) struct TlsClient {
     provider: Arc<CryptoProvider>,
     verifier: Arc<WebPkiServerVerifier>,
-    /// Certificates from `ca_file`, to find the anchor's own expiry.
-    custom_cas: Arc<Vec<CertificateDer<'static>>>,
+    /// Certificates from `ca_file`, parsed, to find the anchor's own expiry.
+    custom_cas: Arc<[ParsedCert]>,
+    /// Presented certificates already parsed: a target presents the same
+    /// chain on every run, and parsing and hashing it is a measurable part
+    /// of a check's CPU.
+    parsed: Arc<CertCache>,
     identity: Option<(Vec<CertificateDer<'static>>, Arc<dyn SigningKey>)>,
     server_name: Option<ServerName<'static>>,
     insecure: bool,
@@ -155,7 +159,7 @@ impl TlsClient {
         let err = |name: &str, msg: String| SpecError::new(format!("{field}.{name}"), msg);
         let provider = provider();
         let (roots, custom_cas) = match &o.ca_file {
-            None => (web_roots(), Vec::new()),
+            None => (web_roots(), Arc::from([])),
             Some(path) => {
                 let certs = load_certs(path).map_err(|m| err("ca_file", m))?;
                 let mut store = RootCertStore::empty();
@@ -164,7 +168,8 @@ impl TlsClient {
                         .add(c.clone())
                         .map_err(|e| err("ca_file", format!("{}: {e}", path.display())))?;
                 }
-                (Arc::new(store), certs)
+                let cas = certs.iter().map(parse_cert).collect();
+                (Arc::new(store), cas)
             }
         };
         let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
@@ -203,7 +208,8 @@ impl TlsClient {
         Ok(Self {
             provider,
             verifier,
-            custom_cas: Arc::new(custom_cas),
+            custom_cas,
+            parsed: Arc::new(CertCache::default()),
             identity,
             server_name,
             insecure: o.insecure,
@@ -339,11 +345,12 @@ impl TlsClient {
     }
 
     fn facts(&self, server_name: &ServerName<'_>, cap: &Capture) -> TlsFacts {
-        let chain: Vec<CertInfo> = cap.chain.iter().map(|c| cert_info(c)).collect();
+        let parsed: Vec<Arc<ParsedCert>> = cap.chain.iter().map(|c| self.parsed.get(c)).collect();
+        let chain: Vec<CertInfo> = parsed.iter().map(|p| p.info.clone()).collect();
         let earliest_expiry = chain.iter().filter_map(|c| c.not_after).min();
         let verified = cap.verified && cap.error.is_none();
         let verified_chain_expiry = if verified {
-            self.verified_path_expiry(&cap.chain)
+            self.verified_path_expiry(&parsed)
         } else {
             None
         };
@@ -368,39 +375,63 @@ impl TlsClient {
     /// leaf through the presented intermediates (signatures were already
     /// checked by the verifier), plus the anchor when its certificate came
     /// from `ca_file`.
-    fn verified_path_expiry(&self, presented: &[CertificateDer<'_>]) -> Option<DateTime<Utc>> {
-        use x509_parser::prelude::*;
-        let parsed: Vec<X509Certificate<'_>> = presented
-            .iter()
-            .filter_map(|d| X509Certificate::from_der(d).ok().map(|(_, c)| c))
-            .collect();
+    fn verified_path_expiry(&self, parsed: &[Arc<ParsedCert>]) -> Option<DateTime<Utc>> {
         let leaf = parsed.first()?;
-        let mut earliest = asn1_to_chrono(leaf.validity().not_after);
+        let mut earliest = leaf.info.not_after;
         let mut used = vec![0usize];
         let mut current = leaf;
         // Bounded by the number of presented certificates.
-        while current.issuer().as_raw() != current.subject().as_raw() {
-            let next = parsed.iter().enumerate().find(|(i, c)| {
-                !used.contains(i) && c.subject().as_raw() == current.issuer().as_raw()
-            });
+        while current.issuer != current.subject {
+            let next = parsed
+                .iter()
+                .enumerate()
+                .find(|(i, c)| !used.contains(i) && c.subject == current.issuer);
             match next {
                 Some((i, c)) => {
                     used.push(i);
-                    earliest = min_opt(earliest, asn1_to_chrono(c.validity().not_after));
+                    earliest = min_opt(earliest, c.info.not_after);
                     current = c;
                 }
                 None => break,
             }
         }
-        let issuer = current.issuer().as_raw();
         for ca in self.custom_cas.iter() {
-            if let Ok((_, c)) = X509Certificate::from_der(ca)
-                && c.subject().as_raw() == issuer
-            {
-                earliest = min_opt(earliest, asn1_to_chrono(c.validity().not_after));
+            if ca.subject == current.issuer {
+                earliest = min_opt(earliest, ca.info.not_after);
             }
         }
         earliest
+    }
+}
+
+/// A presented certificate as reported, with the raw names that link a path.
+#[derive(Debug)]
+struct ParsedCert {
+    info: CertInfo,
+    subject: Vec<u8>,
+    issuer: Vec<u8>,
+}
+
+/// Parsed certificates by DER, bounded: when full it starts over, so a
+/// target that presents a new certificate every time costs a parse per
+/// run and no memory growth.
+#[derive(Debug, Default)]
+struct CertCache(Mutex<std::collections::HashMap<Vec<u8>, Arc<ParsedCert>>>);
+
+impl CertCache {
+    const CAPACITY: usize = 32;
+
+    fn get(&self, der: &CertificateDer<'_>) -> Arc<ParsedCert> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = map.get(der.as_ref()) {
+            return p.clone();
+        }
+        let p = Arc::new(parse_cert(der));
+        if map.len() >= Self::CAPACITY {
+            map.clear();
+        }
+        map.insert(der.as_ref().to_vec(), p.clone());
+        p
     }
 }
 
@@ -648,14 +679,18 @@ fn asn1_to_chrono(t: x509_parser::time::ASN1Time) -> Option<DateTime<Utc>> {
 
 /// Parses the facts of one certificate; unparseable certificates still get
 /// their fingerprint.
-pub(crate) fn cert_info(der: &CertificateDer<'_>) -> CertInfo {
+fn parse_cert(der: &CertificateDer<'_>) -> ParsedCert {
     use x509_parser::prelude::*;
     let fingerprint_sha256 = hex(&Sha256::digest(der.as_ref()));
     let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
-        return CertInfo {
-            subject: "<unparseable certificate>".into(),
-            fingerprint_sha256,
-            ..CertInfo::default()
+        return ParsedCert {
+            info: CertInfo {
+                subject: "<unparseable certificate>".into(),
+                fingerprint_sha256,
+                ..CertInfo::default()
+            },
+            subject: Vec::new(),
+            issuer: Vec::new(),
         };
     };
     let mut sans = Vec::new();
@@ -676,7 +711,7 @@ pub(crate) fn cert_info(der: &CertificateDer<'_>) -> CertInfo {
             }
         }
     }
-    CertInfo {
+    let info = CertInfo {
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
         serial: cert.raw_serial_as_string(),
@@ -685,6 +720,11 @@ pub(crate) fn cert_info(der: &CertificateDer<'_>) -> CertInfo {
         sans,
         fingerprint_sha256,
         self_issued: cert.subject().as_raw() == cert.issuer().as_raw(),
+    };
+    ParsedCert {
+        info,
+        subject: cert.subject().as_raw().to_vec(),
+        issuer: cert.issuer().as_raw().to_vec(),
     }
 }
 
