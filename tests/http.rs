@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use hyper::Version;
 use support::*;
 use varde::check::{
-    BasicAuth, CheckResult, HeaderMatch, HttpFacts, HttpOptions, IpPreference, NetOptions, Reason,
-    Secret, TlsOptions,
+    BasicAuth, CheckResult, HeaderMatch, HttpFacts, HttpOptions, IpPreference, Reason, Secret,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,21 +27,6 @@ const SMALL: Duration = Duration::from_millis(100);
 fn http(port: u16, path: &str) -> HttpOptions {
     HttpOptions {
         url: format!("http://127.0.0.1:{port}{path}"),
-        ..HttpOptions::default()
-    }
-}
-
-fn https(port: u16, path: &str, pki: &Pki) -> HttpOptions {
-    HttpOptions {
-        url: format!("https://localhost:{port}{path}"),
-        tls: TlsOptions {
-            ca_file: Some(pki.ca_file()),
-            ..TlsOptions::default()
-        },
-        net: NetOptions {
-            ip_preference: IpPreference::Ip4,
-            ..NetOptions::default()
-        },
         ..HttpOptions::default()
     }
 }
@@ -191,7 +175,7 @@ async fn processing_phase_contains_the_server_delay_over_https_h2() {
         Reply::ok("late").delay(DELAY)
     })
     .await;
-    let r = run_http(https(server.port(), "/", &pki), TIMEOUT).await;
+    let r = run_http(https_to(server.port(), "/", &pki), TIMEOUT).await;
     assert_success(&r);
     assert_eq!(facts(&r).version.as_deref(), Some("HTTP/2"));
     let p = r.phases;
@@ -235,7 +219,7 @@ async fn transfer_phase_contains_a_pause_in_the_body_over_https_h2() {
         Reply::status(200).body(TestBody::slow("first half|", DELAY, "second half"))
     })
     .await;
-    let r = run_http(https(server.port(), "/", &pki), TIMEOUT).await;
+    let r = run_http(https_to(server.port(), "/", &pki), TIMEOUT).await;
     assert_success(&r);
     assert_eq!(facts(&r).version.as_deref(), Some("HTTP/2"));
     assert_eq!(facts(&r).body_bytes, 22);

@@ -11,27 +11,9 @@ use std::time::Duration;
 
 use hyper::Version;
 use support::*;
-use varde::check::{
-    CheckResult, HttpOptions, IpPreference, NetOptions, Reason, Secret, TlsFacts, TlsOptions,
-};
+use varde::check::{CheckResult, HttpOptions, Reason, Secret, TlsFacts};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
-
-/// `https://localhost:{port}/` trusting the test root, IPv4 first.
-fn https(port: u16, pki: &Pki) -> HttpOptions {
-    HttpOptions {
-        url: format!("https://localhost:{port}/"),
-        tls: TlsOptions {
-            ca_file: Some(pki.ca_file()),
-            ..TlsOptions::default()
-        },
-        net: NetOptions {
-            ip_preference: IpPreference::Ip4,
-            ..NetOptions::default()
-        },
-        ..HttpOptions::default()
-    }
-}
 
 fn tls_facts(r: &CheckResult) -> &TlsFacts {
     r.tls
@@ -55,7 +37,7 @@ async fn serve(pki: &Pki, leaf: Leaf) -> Server {
 async fn valid_chain_verifies_and_reports_leaf_intermediate_and_expiries() {
     let pki = Pki::new();
     let server = serve(&pki, Leaf::Valid).await;
-    let r = run_http(https(server.port(), &pki), TIMEOUT).await;
+    let r = run_http(https_to(server.port(), "/", &pki), TIMEOUT).await;
     assert_success(&r);
     assert_eq!(r.http.as_ref().unwrap().status, Some(200));
 
@@ -99,7 +81,7 @@ async fn verified_chain_expiry_includes_the_root_from_ca_file() {
     // The root (not presented by the server) expires before the leaf.
     let pki = Pki::with_root_not_after((2029, 6, 1));
     let server = serve(&pki, Leaf::Valid).await;
-    let r = run_http(https(server.port(), &pki), TIMEOUT).await;
+    let r = run_http(https_to(server.port(), "/", &pki), TIMEOUT).await;
     assert_success(&r);
     let t = tls_facts(&r);
     assert!(t.verified);
@@ -112,7 +94,7 @@ async fn verified_chain_expiry_includes_the_root_from_ca_file() {
 async fn stray_presented_certificate_counts_for_earliest_expiry_but_not_the_verified_path() {
     let pki = Pki::new();
     let server = serve(&pki, Leaf::WithStray).await;
-    let r = run_http(https(server.port(), &pki), TIMEOUT).await;
+    let r = run_http(https_to(server.port(), "/", &pki), TIMEOUT).await;
     assert_success(&r);
     let t = tls_facts(&r);
     assert!(t.verified);
@@ -130,7 +112,7 @@ async fn stray_presented_certificate_counts_for_earliest_expiry_but_not_the_veri
 async fn expired_leaf_fails_with_tls_expired_and_reports_chain() {
     let pki = Pki::new();
     let server = serve(&pki, Leaf::Expired).await;
-    let r = run_http(https(server.port(), &pki), TIMEOUT).await;
+    let r = run_http(https_to(server.port(), "/", &pki), TIMEOUT).await;
     assert_reason(&r, Reason::TlsExpired);
     let t = tls_facts(&r);
     assert!(!t.verified);
@@ -148,7 +130,7 @@ async fn expired_leaf_fails_with_tls_expired_and_reports_chain() {
 async fn not_yet_valid_leaf_fails_with_tls_not_yet_valid() {
     let pki = Pki::new();
     let server = serve(&pki, Leaf::NotYetValid).await;
-    let r = run_http(https(server.port(), &pki), TIMEOUT).await;
+    let r = run_http(https_to(server.port(), "/", &pki), TIMEOUT).await;
     assert_reason(&r, Reason::TlsNotYetValid);
     let t = tls_facts(&r);
     assert!(!t.verified);
@@ -164,7 +146,7 @@ async fn not_yet_valid_leaf_fails_with_tls_not_yet_valid() {
 async fn wrong_hostname_fails_with_tls_hostname() {
     let pki = Pki::new();
     let server = serve(&pki, Leaf::WrongHost).await;
-    let r = run_http(https(server.port(), &pki), TIMEOUT).await;
+    let r = run_http(https_to(server.port(), "/", &pki), TIMEOUT).await;
     assert_reason(&r, Reason::TlsHostname);
     let t = tls_facts(&r);
     assert!(!t.verified);
@@ -178,7 +160,7 @@ async fn wrong_hostname_fails_with_tls_hostname() {
 async fn self_signed_leaf_fails_with_tls_self_signed() {
     let pki = Pki::new();
     let server = serve(&pki, Leaf::SelfSigned).await;
-    let r = run_http(https(server.port(), &pki), TIMEOUT).await;
+    let r = run_http(https_to(server.port(), "/", &pki), TIMEOUT).await;
     assert_reason(&r, Reason::TlsSelfSigned);
     let t = tls_facts(&r);
     assert!(!t.verified);
@@ -194,7 +176,7 @@ async fn self_signed_leaf_fails_with_tls_self_signed() {
 async fn missing_intermediate_fails_with_tls_untrusted() {
     let pki = Pki::new();
     let server = serve(&pki, Leaf::MissingIntermediate).await;
-    let r = run_http(https(server.port(), &pki), TIMEOUT).await;
+    let r = run_http(https_to(server.port(), "/", &pki), TIMEOUT).await;
     assert_reason(&r, Reason::TlsUntrusted);
     let t = tls_facts(&r);
     assert!(!t.verified);
@@ -208,7 +190,7 @@ async fn missing_intermediate_fails_with_tls_untrusted() {
 async fn builtin_web_roots_do_not_trust_the_test_ca() {
     let pki = Pki::new();
     let server = serve(&pki, Leaf::Valid).await;
-    let mut o = https(server.port(), &pki);
+    let mut o = https_to(server.port(), "/", &pki);
     o.tls.ca_file = None;
     let r = run_http(o, TIMEOUT).await;
     assert_reason(&r, Reason::TlsUntrusted);
@@ -245,7 +227,7 @@ fn with_authorization_header(mut o: HttpOptions) -> HttpOptions {
 async fn insecure_run_withholds_credentials(leaf: Leaf, chain_len: usize) {
     let pki = Pki::new();
     let server = serve(&pki, leaf).await;
-    let mut base = https(server.port(), &pki);
+    let mut base = https_to(server.port(), "/", &pki);
     base.tls.insecure = true;
 
     for (label, o) in [
@@ -292,7 +274,7 @@ async fn insecure_against_self_signed_server_succeeds_unverified_and_withholds_c
 async fn insecure_against_expired_server_reports_chain_and_expiry() {
     let pki = Pki::new();
     let server = serve(&pki, Leaf::Expired).await;
-    let mut o = https(server.port(), &pki);
+    let mut o = https_to(server.port(), "/", &pki);
     o.tls.insecure = true;
     let r = run_http(o, TIMEOUT).await;
     assert_success(&r);
@@ -310,7 +292,7 @@ async fn credentials_are_sent_when_the_chain_verifies() {
     let pki = Pki::new();
     let server = serve(&pki, Leaf::Valid).await;
     for insecure in [false, true] {
-        let mut base = https(server.port(), &pki);
+        let mut base = https_to(server.port(), "/", &pki);
         base.tls.insecure = insecure;
 
         let r = run_http(with_credentials(base.clone()), TIMEOUT).await;
@@ -354,7 +336,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 async fn expiry_threshold_beyond_the_leaf_expiry_fails_with_tls_expiring_soon() {
     let pki = Pki::new();
     let server = serve(&pki, Leaf::Valid).await;
-    let mut o = https(server.port(), &pki);
+    let mut o = https_to(server.port(), "/", &pki);
     o.tls.expiry_threshold = Some(until_leaf_expiry() + 30 * DAY);
     let r = run_http(o, TIMEOUT).await;
     assert_reason(&r, Reason::TlsExpiringSoon);
@@ -368,7 +350,7 @@ async fn expiry_threshold_beyond_the_leaf_expiry_fails_with_tls_expiring_soon() 
 async fn expiry_threshold_short_of_the_leaf_expiry_succeeds() {
     let pki = Pki::new();
     let server = serve(&pki, Leaf::Valid).await;
-    let mut o = https(server.port(), &pki);
+    let mut o = https_to(server.port(), "/", &pki);
     o.tls.expiry_threshold = Some(until_leaf_expiry() - 30 * DAY);
     let r = run_http(o, TIMEOUT).await;
     assert_success(&r);
@@ -392,7 +374,7 @@ async fn mtls_server(pki: &Pki, leaf: Leaf) -> Server {
 async fn client_certificate_is_presented_to_a_server_requiring_it() {
     let pki = Pki::new();
     let server = mtls_server(&pki, Leaf::Valid).await;
-    let mut o = https(server.port(), &pki);
+    let mut o = https_to(server.port(), "/", &pki);
     o.tls.cert_file = Some(pki.client_cert_file());
     o.tls.key_file = Some(pki.client_key_file());
     let r = run_http(o, TIMEOUT).await;
@@ -408,7 +390,7 @@ async fn client_certificate_is_presented_to_a_server_requiring_it() {
 async fn insecure_mode_never_signs_with_the_client_key_for_an_untrusted_server() {
     let pki = Pki::new();
     let server = mtls_server(&pki, Leaf::SelfSigned).await;
-    let mut o = https(server.port(), &pki);
+    let mut o = https_to(server.port(), "/", &pki);
     o.tls.insecure = true;
     o.tls.cert_file = Some(pki.client_cert_file());
     o.tls.key_file = Some(pki.client_key_file());
@@ -435,7 +417,7 @@ async fn insecure_mode_never_signs_with_the_client_key_for_an_untrusted_server()
 async fn tls13_and_h2_are_negotiated_and_reported() {
     let pki = Pki::new();
     let server = serve(&pki, Leaf::Valid).await;
-    let r = run_http(https(server.port(), &pki), TIMEOUT).await;
+    let r = run_http(https_to(server.port(), "/", &pki), TIMEOUT).await;
     assert_success(&r);
     let t = tls_facts(&r);
     assert_eq!(t.version.as_deref(), Some("TLS 1.3"));
@@ -456,7 +438,7 @@ async fn http11_only_server_negotiates_http11() {
         .start(ok_server())
         .await
         .unwrap();
-    let r = run_http(https(server.port(), &pki), TIMEOUT).await;
+    let r = run_http(https_to(server.port(), "/", &pki), TIMEOUT).await;
     assert_success(&r);
     let t = tls_facts(&r);
     assert_eq!(t.version.as_deref(), Some("TLS 1.3"));
@@ -476,7 +458,7 @@ async fn http11_only_server_negotiates_http11() {
 async fn server_name_override_is_sent_as_sni_and_verified_when_connecting_by_ip() {
     let pki = Pki::new();
     let server = serve(&pki, Leaf::Valid).await;
-    let mut o = https(server.port(), &pki);
+    let mut o = https_to(server.port(), "/", &pki);
     o.url = format!("https://127.0.0.1:{}/", server.port());
     o.tls.server_name = Some("localhost".into());
     let r = run_http(o, TIMEOUT).await;
@@ -498,7 +480,7 @@ async fn server_name_override_decides_hostname_verification() {
     let by_ip = format!("https://127.0.0.1:{}/", server.port());
 
     // By IP, the certificate (only "other.example") does not match.
-    let mut o = https(server.port(), &pki);
+    let mut o = https_to(server.port(), "/", &pki);
     o.url = by_ip.clone();
     let r = run_http(o.clone(), TIMEOUT).await;
     assert_reason(&r, Reason::TlsHostname);
@@ -531,7 +513,7 @@ async fn server_requiring_a_client_certificate_rejects_a_check_without_one() {
             b = b.h1_only();
         }
         let server = b.start(ok_server()).await.unwrap();
-        let r = run_http(https(server.port(), &pki), TIMEOUT).await;
+        let r = run_http(https_to(server.port(), "/", &pki), TIMEOUT).await;
         assert!(!r.success, "h1_only={h1_only}");
         assert_eq!(
             r.reason,

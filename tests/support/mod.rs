@@ -947,6 +947,22 @@ pub fn ipv6_loopback_available() -> bool {
 // Running checks
 // ---------------------------------------------------------------------------
 
+/// `https://localhost:{port}{path}` trusting the test root, IPv4 first.
+pub fn https_to(port: u16, path: &str, pki: &Pki) -> HttpOptions {
+    HttpOptions {
+        url: format!("https://localhost:{port}{path}"),
+        tls: varde::check::TlsOptions {
+            ca_file: Some(pki.ca_file()),
+            ..Default::default()
+        },
+        net: varde::check::NetOptions {
+            ip_preference: varde::check::IpPreference::Ip4,
+            ..Default::default()
+        },
+        ..HttpOptions::default()
+    }
+}
+
 pub async fn run_http(o: HttpOptions, timeout: Duration) -> CheckResult {
     CheckSpec::Http(o)
         .build(timeout)
