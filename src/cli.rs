@@ -9,9 +9,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::check::dns::DnsTransport;
+use crate::check::target::Target;
 use crate::check::{
-    BasicAuth, CheckResult, CheckSpec, DnsOptions, HeaderMatch, HttpOptions, HttpVersion,
-    IpPreference, NetOptions, Secret, TcpOptions, TlsOptions,
+    BasicAuth, CheckKind, CheckResult, CheckSpec, DnsOptions, HeaderMatch, HttpOptions,
+    HttpVersion, IpPreference, NetOptions, Secret, TcpOptions, TlsOptions,
 };
 
 /// Exit code for a check that ran and failed.
@@ -269,53 +270,40 @@ fn run_check(args: CheckArgs) -> ExitCode {
 /// Builds the check definition from the target URL and flags, rejecting
 /// flags that do not apply to the target's kind.
 pub fn spec_from_args(a: &CheckArgs) -> Result<CheckSpec, UsageError> {
+    let target = Target::parse(&a.target).map_err(UsageError)?;
     let scheme = a
         .target
         .split_once("://")
         .map(|(s, _)| s.to_ascii_lowercase())
-        .ok_or_else(|| {
-            UsageError(format!(
-                "target {:?} needs a scheme: http://, https://, dns://, tcp:// or tls://",
-                a.target
-            ))
-        })?;
+        .unwrap_or_default();
     let net = net_options(&a.net);
-    let kind = match scheme.as_str() {
-        "http" | "https" => "http",
-        "dns" => "dns",
-        "tcp" | "tls" => "tcp",
-        other => {
-            return Err(UsageError(format!(
-                "unsupported scheme {other:?}: use http, https, dns, tcp or tls"
-            )));
-        }
+    let kind = match target.kind() {
+        CheckKind::Http => "http",
+        CheckKind::Dns => "dns",
+        CheckKind::Tcp => "tcp",
     };
     reject_foreign_flags(a, kind, &scheme)?;
-    match kind {
-        "http" => Ok(CheckSpec::Http(http_options(a, net)?)),
-        "dns" => Ok(CheckSpec::Dns(dns_options(a, net)?)),
-        _ => {
-            let rest = &a.target[scheme.len() + 3..];
-            let address = rest.trim_end_matches('/').to_owned();
-            if address.contains('/') || address.contains('?') {
-                return Err(UsageError(format!(
-                    "{scheme}:// targets are host:port only, got {:?}",
-                    a.target
-                )));
-            }
-            let tls = (scheme == "tls").then(|| tls_options(&a.tls));
-            Ok(CheckSpec::Tcp(TcpOptions {
-                address,
-                tls,
-                send: a.tcp.send.as_deref().map(unescape).transpose()?,
-                expect: a.tcp.expect.clone(),
-                read_limit: a
-                    .tcp
-                    .read_limit
-                    .unwrap_or(crate::check::tcp::DEFAULT_READ_LIMIT),
-                net,
-            }))
-        }
+    match target {
+        Target::Http { .. } => Ok(CheckSpec::Http(http_options(a, net)?)),
+        Target::Dns {
+            server,
+            name,
+            query_type,
+            transport,
+        } => Ok(CheckSpec::Dns(dns_options(
+            a, net, server, name, query_type, transport,
+        )?)),
+        Target::Tcp { address, tls } => Ok(CheckSpec::Tcp(TcpOptions {
+            address,
+            tls: tls.then(|| tls_options(&a.tls)),
+            send: a.tcp.send.as_deref().map(unescape).transpose()?,
+            expect: a.tcp.expect.clone(),
+            read_limit: a
+                .tcp
+                .read_limit
+                .unwrap_or(crate::check::tcp::DEFAULT_READ_LIMIT),
+            net,
+        })),
     }
 }
 
@@ -484,60 +472,27 @@ fn http_options(a: &CheckArgs, net: NetOptions) -> Result<HttpOptions, UsageErro
     })
 }
 
-fn dns_options(a: &CheckArgs, net: NetOptions) -> Result<DnsOptions, UsageError> {
-    let url = url::Url::parse(&a.target).map_err(|e| UsageError(format!("{e}: {:?}", a.target)))?;
-    let server = match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) if h.contains(':') => format!("[{}]:{p}", h.trim_matches(['[', ']'])),
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_owned(),
-        (None, _) => {
-            return Err(UsageError(
-                "dns:// target needs a server: dns://SERVER/NAME".into(),
-            ));
-        }
-    };
-    let name = url.path().trim_start_matches('/').to_owned();
-    if name.is_empty() {
-        return Err(UsageError(
-            "dns:// target needs a name: dns://SERVER/NAME".into(),
-        ));
-    }
+fn dns_options(
+    a: &CheckArgs,
+    net: NetOptions,
+    server: String,
+    name: String,
+    url_type: Option<String>,
+    url_transport: Option<DnsTransport>,
+) -> Result<DnsOptions, UsageError> {
     let d = &a.dns;
     let defaults = DnsOptions::default();
-    let mut query_type = d.query_type.clone();
-    let mut transport = if d.tcp {
+    if url_type.is_some() && d.query_type.is_some() {
+        return Err(UsageError(
+            "query type given both in the URL and --type".into(),
+        ));
+    }
+    let query_type = url_type.or_else(|| d.query_type.clone());
+    let transport = if d.tcp {
         DnsTransport::Tcp
     } else {
-        DnsTransport::Udp
+        url_transport.unwrap_or(DnsTransport::Udp)
     };
-    for (k, v) in url.query_pairs() {
-        match k.as_ref() {
-            "type" => {
-                if query_type.is_some() {
-                    return Err(UsageError(
-                        "query type given both in the URL and --type".into(),
-                    ));
-                }
-                query_type = Some(v.into_owned());
-            }
-            "transport" => {
-                transport = match v.as_ref() {
-                    "udp" => DnsTransport::Udp,
-                    "tcp" => DnsTransport::Tcp,
-                    other => {
-                        return Err(UsageError(format!(
-                            "transport must be udp or tcp, got {other:?}"
-                        )));
-                    }
-                }
-            }
-            other => {
-                return Err(UsageError(format!(
-                    "unknown dns:// parameter {other:?} (expected type, transport)"
-                )));
-            }
-        }
-    }
     Ok(DnsOptions {
         server,
         name,

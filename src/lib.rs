@@ -5,3 +5,5 @@
 
 pub mod check;
 pub mod cli;
+pub mod probe;
+pub mod wire;

@@ -10,6 +10,7 @@ pub mod dns;
 pub mod http;
 mod io;
 pub mod net;
+pub mod target;
 pub mod tcp;
 pub mod tls;
 
@@ -393,7 +394,7 @@ pub struct Facts {
 }
 
 /// A check definition as written by a user (config file or command line).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 // Definitions are built once per check, not stored in bulk: boxing buys nothing.
 #[allow(clippy::large_enum_variant)]
@@ -559,6 +560,24 @@ pub(crate) mod human_duration {
         let v = Option::<String>::deserialize(d)?;
         v.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+/// Serde helpers: a required `Duration` as a humantime string ("30s").
+pub(crate) mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("{e} (expected e.g. \"30s\", \"5m\")"))
+        })
     }
 }
 
