@@ -64,6 +64,38 @@ pub struct Net {
     resolver: Option<Arc<(ResolverConfig, ResolverOpts)>>,
 }
 
+/// How long a read of the system resolver configuration is reused: building
+/// thousands of checks (a config load, a burst of `/probe` requests) reads
+/// it once, and a changed resolv.conf is still picked up soon.
+const SYSTEM_CONF_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn system_conf() -> (ResolverConfig, ResolverOpts) {
+    use std::sync::{Mutex, PoisonError};
+    type Cached = Option<(std::time::Instant, (ResolverConfig, ResolverOpts))>;
+    static CACHE: Mutex<Cached> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((at, conf)) = cache.as_ref()
+        && at.elapsed() < SYSTEM_CONF_TTL
+    {
+        return conf.clone();
+    }
+    let conf = match hickory_resolver::system_conf::read_system_conf() {
+        Ok((config, opts)) => (config, opts),
+        // No resolv.conf (minimal containers): use the loopback resolver;
+        // failures surface as dns_error per run.
+        Err(_) => (
+            ResolverConfig::from_parts(
+                None,
+                vec![],
+                vec![NameServerConfig::udp_and_tcp(IpAddr::from([127, 0, 0, 1]))],
+            ),
+            ResolverOpts::default(),
+        ),
+    };
+    *cache = Some((std::time::Instant::now(), conf.clone()));
+    conf
+}
+
 impl Net {
     /// Validates the options and reads the resolver configuration once.
     pub fn build(options: &NetOptions) -> Result<Self, SpecError> {
@@ -80,20 +112,7 @@ impl Net {
                 opts.use_hosts_file = ResolveHosts::Never;
                 (config, opts)
             }
-            None => match hickory_resolver::system_conf::read_system_conf() {
-                Ok((config, opts)) => (config, opts),
-                // No resolv.conf (minimal containers): fall back to hosts-file
-                // only resolution via an empty server list is useless, so use
-                // the loopback resolver; failures surface as dns_error per run.
-                Err(_) => (
-                    ResolverConfig::from_parts(
-                        None,
-                        vec![],
-                        vec![NameServerConfig::udp_and_tcp(IpAddr::from([127, 0, 0, 1]))],
-                    ),
-                    ResolverOpts::default(),
-                ),
-            },
+            None => system_conf(),
         };
         let (config, mut opts) = resolver;
         opts.cache_size = 0;
