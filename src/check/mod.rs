@@ -575,9 +575,8 @@ pub(crate) mod duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!("{e} (expected e.g. \"30s\", \"5m\")"))
-        })
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("{e} (expected e.g. \"30s\", \"5m\")")))
     }
 }
 
