@@ -32,6 +32,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// One value per process: boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run one check now and print its phases, TLS facts and verdict.
     ///
@@ -44,6 +46,60 @@ pub enum Command {
     /// Exit status: 0 the check succeeded, 1 it failed, 2 bad usage.
     #[command(verbatim_doc_comment)]
     Check(CheckArgs),
+    /// Run the probe daemon: checks on schedules, /metrics, /probe, pushes.
+    ///
+    /// With --config DIR alone it runs the checks of DIR/*.toml (Prometheus-only
+    /// use); with --coordinator URL --token-file F it runs the coordinator's
+    /// list for --region and pushes every result there.
+    #[command(verbatim_doc_comment)]
+    Probe(ProbeArgs),
+    /// Load and validate configuration; print every error and exit 2 if any.
+    ///
+    /// DIR is a directory of probe definitions (*.toml), or a directory that
+    /// holds a probes/ directory.
+    #[command(verbatim_doc_comment)]
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Directory of check definitions and /probe modules (*.toml).
+    #[arg(long, value_name = "DIR")]
+    pub config: Option<PathBuf>,
+    /// Coordinator base URL, e.g. https://varde.example.com/
+    #[arg(long, value_name = "URL")]
+    pub coordinator: Option<url::Url>,
+    /// File holding this probe's bearer token for the coordinator.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) for an https coordinator.
+    #[arg(long, value_name = "FILE")]
+    pub coordinator_ca: Option<PathBuf>,
+    /// This probe's region, a label on every metric and result.
+    #[arg(long, default_value = "local")]
+    pub region: String,
+    /// Address for /metrics, /probe, /healthz and /readyz.
+    #[arg(long, default_value = "127.0.0.1:9490")]
+    pub listen: std::net::SocketAddr,
+    /// Result spool and cached check list.
+    #[arg(long, value_name = "DIR", default_value = "data/probe")]
+    pub data_dir: PathBuf,
+    /// Most checks running at once.
+    #[arg(long, default_value_t = 256)]
+    pub max_concurrency: usize,
+    /// How often the coordinator's check list is re-polled (local files are
+    /// checked for changes every 2s; SIGHUP reloads both at once).
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub poll_interval: Duration,
+    /// How long shutdown waits for in-flight checks and the last push.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Directory to validate.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +274,111 @@ pub struct UsageError(pub String);
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check(args) => run_check(args),
+        Command::Probe(args) => run_probe(args),
+        Command::Validate(args) => run_validate(args),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn run_validate(args: ValidateArgs) -> ExitCode {
+    let probes = if args.dir.join("probes").is_dir() {
+        args.dir.join("probes")
+    } else {
+        args.dir.clone()
+    };
+    match crate::probe::config::load_dir(&probes) {
+        Ok(cfg) => {
+            println!(
+                "{}: {} checks, {} modules in {} files: OK",
+                probes.display(),
+                cfg.checks.len(),
+                cfg.modules.len(),
+                cfg.files.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{} error(s)", errors.0.len());
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn run_probe(args: ProbeArgs) -> ExitCode {
+    init_logging();
+    let token = match &args.token_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
+            Ok(_) => {
+                eprintln!("varde probe: token file {} is empty", path.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+            Err(e) => {
+                eprintln!(
+                    "varde probe: cannot read token file {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+    };
+    let opts = crate::probe::daemon::ProbeOptions {
+        config_dir: args.config,
+        coordinator: args.coordinator,
+        token,
+        region: args.region,
+        listen: args.listen,
+        data_dir: args.data_dir,
+        max_concurrency: args.max_concurrency.max(1),
+        poll_interval: args.poll_interval.max(Duration::from_millis(100)),
+        shutdown_grace: args.shutdown_grace,
+        coordinator_ca: args.coordinator_ca,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("varde probe: cannot start runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match runtime.block_on(crate::probe::daemon::run(opts, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("varde probe: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }
 
@@ -696,6 +857,7 @@ mod tests {
         full.extend_from_slice(argv);
         match Cli::try_parse_from(full).unwrap().command {
             Command::Check(a) => a,
+            other => panic!("parsed as {other:?}"),
         }
     }
 

@@ -234,7 +234,7 @@ fn result(i: usize) -> CheckResult {
     CheckResult {
         kind: CheckKind::Tcp,
         target: "tcp://127.0.0.1:1".into(),
-        success: i % 3 != 0,
+        success: !i.is_multiple_of(3),
         reason: None,
         message: format!("run {i}"),
         started_at: chrono::Utc::now(),

@@ -371,57 +371,55 @@ impl HttpCheck {
             let (status, headers, bytes) = self
                 .exchange(&url, &method, &body, send_credentials, rec, facts)
                 .await?;
-            if let Some(t) = &facts.tls {
-                if let Err(f) = self.tls.check_expiry(t, chrono::Utc::now()) {
-                    expiring.get_or_insert(f);
-                }
+            if let Some(t) = &facts.tls
+                && let Err(f) = self.tls.check_expiry(t, chrono::Utc::now())
+            {
+                expiring.get_or_insert(f);
             }
             if self.follow_redirects
                 && status.is_redirection()
                 && status != StatusCode::NOT_MODIFIED
+                && let Some(loc) = headers.get(header::LOCATION)
             {
-                if let Some(loc) = headers.get(header::LOCATION) {
-                    let next = loc
-                        .to_str()
-                        .ok()
-                        .and_then(|l| url.join(l).ok())
-                        .filter(|u| matches!(u.scheme(), "http" | "https"))
-                        .ok_or_else(|| {
-                            Failure::new(
-                                Reason::HttpBadRedirect,
-                                format!("{status} with unusable Location {loc:?}"),
-                            )
-                        })?;
-                    if http_facts(facts).redirects >= self.max_redirects {
-                        return Err(Failure::new(
-                            Reason::HttpTooManyRedirects,
-                            format!(
-                                "more than {} redirects (last to {next})",
-                                self.max_redirects
-                            ),
-                        ));
-                    }
-                    // As browsers and Go: 303 (and 301/302 after a POST) become GET without body.
-                    if status == StatusCode::SEE_OTHER
-                        || ((status == StatusCode::MOVED_PERMANENTLY
-                            || status == StatusCode::FOUND)
-                            && method == Method::POST)
-                    {
-                        if method != Method::HEAD {
-                            method = Method::GET;
-                        }
-                        body = Bytes::new();
-                    }
-                    if visited.contains(&(method.clone(), next.to_string())) {
-                        return Err(Failure::new(
-                            Reason::HttpRedirectLoop,
-                            format!("redirect loop: {url} → {next} was already visited"),
-                        ));
-                    }
-                    http_facts(facts).redirects += 1;
-                    url = next;
-                    continue;
+                let next = loc
+                    .to_str()
+                    .ok()
+                    .and_then(|l| url.join(l).ok())
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        Failure::new(
+                            Reason::HttpBadRedirect,
+                            format!("{status} with unusable Location {loc:?}"),
+                        )
+                    })?;
+                if http_facts(facts).redirects >= self.max_redirects {
+                    return Err(Failure::new(
+                        Reason::HttpTooManyRedirects,
+                        format!(
+                            "more than {} redirects (last to {next})",
+                            self.max_redirects
+                        ),
+                    ));
                 }
+                // As browsers and Go: 303 (and 301/302 after a POST) become GET without body.
+                if status == StatusCode::SEE_OTHER
+                    || ((status == StatusCode::MOVED_PERMANENTLY || status == StatusCode::FOUND)
+                        && method == Method::POST)
+                {
+                    if method != Method::HEAD {
+                        method = Method::GET;
+                    }
+                    body = Bytes::new();
+                }
+                if visited.contains(&(method.clone(), next.to_string())) {
+                    return Err(Failure::new(
+                        Reason::HttpRedirectLoop,
+                        format!("redirect loop: {url} → {next} was already visited"),
+                    ));
+                }
+                http_facts(facts).redirects += 1;
+                url = next;
+                continue;
             }
             // Final response: assertions.
             if !self.status_ok(status) {

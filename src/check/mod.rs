@@ -8,7 +8,7 @@
 
 pub mod dns;
 pub mod http;
-mod io;
+pub(crate) mod io;
 pub mod net;
 pub mod target;
 pub mod tcp;

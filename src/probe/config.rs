@@ -369,11 +369,11 @@ impl Loader {
                 ),
             }
         }
-        if let Some(v) = doc.get("modules") {
-            if let Some(t) = self.table(src, "modules", v) {
-                for (name, m) in t.iter() {
-                    self.module(src, name, m);
-                }
+        if let Some(v) = doc.get("modules")
+            && let Some(t) = self.table(src, "modules", v)
+        {
+            for (name, m) in t.iter() {
+                self.module(src, name, m);
             }
         }
     }
@@ -533,10 +533,10 @@ impl Loader {
         if let Some(net) = &d.net {
             merge_default(&mut opts, "net", net);
         }
-        if let (Some(tls), CheckKind::Http | CheckKind::Tcp) = (&d.tls, kind) {
-            if kind == CheckKind::Http || target.is_tls() {
-                merge_default(&mut opts, "tls", tls);
-            }
+        if let (Some(tls), CheckKind::Http | CheckKind::Tcp) = (&d.tls, kind)
+            && (kind == CheckKind::Http || target.is_tls())
+        {
+            merge_default(&mut opts, "tls", tls);
         }
         let (spec, clean) = self.spec(src, header.clone(), kind, &opts);
         failed |= !clean;

@@ -838,7 +838,16 @@ fn openmetrics_to_text(om: &str) -> String {
             .into_iter()
             .find_map(|p| Some((p, line.strip_prefix(p)?)))
         else {
-            out.push_str(line);
+            // `name{} 1` (no labels, as in /probe answers) reads `name 1` in
+            // blackbox's output; both parse, the short form is the familiar one.
+            match line.split_once("{} ") {
+                Some((name, value)) if !name.contains(['{', ' ']) => {
+                    out.push_str(name);
+                    out.push(' ');
+                    out.push_str(value);
+                }
+                _ => out.push_str(line),
+            }
             out.push('\n');
             continue;
         };

@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::check::CheckResult;
 
 pub mod config;
+pub mod daemon;
 pub mod def;
 pub mod metrics;
 pub mod push;

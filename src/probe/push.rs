@@ -805,7 +805,7 @@ where
     Ok(sender)
 }
 
-fn tls_config(ca_file: Option<&Path>) -> io::Result<ClientConfig> {
+pub(crate) fn tls_config(ca_file: Option<&Path>) -> io::Result<ClientConfig> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
