@@ -1156,11 +1156,7 @@ impl Spool {
         if self.segments.is_empty() {
             self.active = None;
         }
-        if let Err(e) = fs::remove_file(segment_path(&self.dir, seg.id))
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            tracing::error!(error = %e, segment = seg.id, "removing spool segment failed");
-        }
+        remove_segment(&self.dir, seg.id);
         self.total_bytes -= seg.len;
         self.newly_dropped += seg.unacked;
         if seg.unacked > 0 {
@@ -1189,11 +1185,7 @@ impl Spool {
             if self.segments.is_empty() {
                 self.active = None;
             }
-            if let Err(e) = fs::remove_file(segment_path(&self.dir, seg.id))
-                && e.kind() != io::ErrorKind::NotFound
-            {
-                tracing::error!(error = %e, segment = seg.id, "removing spool segment failed");
-            }
+            remove_segment(&self.dir, seg.id);
             self.total_bytes -= seg.len;
             if self.acked.segment == seg.id {
                 self.acked = Pos {
@@ -1297,6 +1289,15 @@ impl Spool {
                 tracing::warn!(error = %e, "recording the acknowledged position failed");
             }
         }
+    }
+}
+
+/// Deletes a segment file; one already gone is fine.
+fn remove_segment(dir: &Path, id: u64) {
+    if let Err(e) = fs::remove_file(segment_path(dir, id))
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::error!(error = %e, segment = id, "removing spool segment failed");
     }
 }
 
