@@ -283,8 +283,11 @@ async fn real_http_check_exports_blackbox_gauges_with_check_labels() {
         ),
         1.0
     );
+    // Phase histograms are per region and kind of check, not per check.
+    absent(&s, "varde_check_phase_duration_seconds_count", &web);
     // Plain HTTP never enters the TLS phase: no histogram for it.
-    let phases: BTreeSet<&str> = find(&s, "varde_check_phase_duration_seconds_count", &web)
+    let http = [("region", "eu-west"), ("kind", "http")];
+    let phases: BTreeSet<&str> = find(&s, "varde_check_phase_duration_seconds_count", &http)
         .iter()
         .filter_map(|x| x.label("phase"))
         .collect();
@@ -334,7 +337,7 @@ async fn real_https_check_reports_tls_then_drops_what_a_failure_did_not_see() {
         value(
             &s,
             "varde_check_phase_duration_seconds_count",
-            &[("check", "tls"), ("phase", "tls")]
+            &[("region", "r1"), ("kind", "http"), ("phase", "tls")]
         ),
         1.0
     );
