@@ -58,7 +58,8 @@
 //!
 //! Per check that is roughly 700 bytes (on x86_64, for an HTTPS check:
 //! ~220 bytes of `CheckSeries`, 21 gauges × 16 bytes, the counters, the
-//! B-tree entry) plus the label text and the check name.
+//! B-tree entry) plus the label text and the check name; measured RSS is
+//! about 1 KB per check in all (the ignored test `memory_per_check`).
 //!
 //! # Format
 //! The output is the Prometheus text format 0.0.4 (counter families named
