@@ -8,6 +8,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
@@ -283,8 +284,11 @@ async fn real_http_check_exports_blackbox_gauges_with_check_labels() {
         ),
         1.0
     );
+    // Phase histograms are per region and kind of check, not per check.
+    absent(&s, "varde_check_phase_duration_seconds_count", &web);
     // Plain HTTP never enters the TLS phase: no histogram for it.
-    let phases: BTreeSet<&str> = find(&s, "varde_check_phase_duration_seconds_count", &web)
+    let http = [("region", "eu-west"), ("kind", "http")];
+    let phases: BTreeSet<&str> = find(&s, "varde_check_phase_duration_seconds_count", &http)
         .iter()
         .filter_map(|x| x.label("phase"))
         .collect();
@@ -334,7 +338,7 @@ async fn real_https_check_reports_tls_then_drops_what_a_failure_did_not_see() {
         value(
             &s,
             "varde_check_phase_duration_seconds_count",
-            &[("check", "tls"), ("phase", "tls")]
+            &[("region", "r1"), ("kind", "http"), ("phase", "tls")]
         ),
         1.0
     );
@@ -556,6 +560,172 @@ fn hostile_label_values_are_escaped_and_valid() {
     assert_eq!(labels["exported_1st"], "x");
     m.removed(&d);
     assert!(find(&parse(&m.encode()), "probe_success", &[]).is_empty());
+}
+
+/// `n` checks (HTTPS, DNS and TCP mixed) with results, a few skips and failures.
+fn fleet(n: usize) -> Arc<ProbeMetrics> {
+    let m = Arc::new(ProbeMetrics::new("eu-west"));
+    let dns = CheckResult {
+        dns: Some(DnsFacts {
+            server: "127.0.0.1:53".into(),
+            rcode: Some("NOERROR".into()),
+            ..DnsFacts::default()
+        }),
+        ..base_result(CheckKind::Dns, true, None)
+    };
+    let tcp = base_result(CheckKind::Tcp, false, Some(Reason::ConnectRefused));
+    for i in 0..n {
+        let name = format!("check-{i:05}");
+        let target = format!("https://host-{i}.example.com/path?q=\"{i}\"");
+        let d = def(&name, &target, &[("team", "sre"), ("tier", "gold")]);
+        let r = match i % 3 {
+            0 => https_ok(),
+            1 => dns.clone(),
+            _ => tcp.clone(),
+        };
+        m.result(&d, &r);
+        if i % 7 == 0 {
+            m.skipped(&d, SkipReason::Overloaded);
+        }
+    }
+    m
+}
+
+#[test]
+fn chunks_concatenated_are_the_encoding_and_stay_small() {
+    let m = fleet(2_000);
+    let chunks: Vec<String> = m.chunks().collect();
+    let whole = m.encode();
+    assert_eq!(chunks.concat(), whole);
+    assert!(chunks.len() > 10, "{} chunks", chunks.len());
+    for (i, c) in chunks.iter().enumerate() {
+        assert!(c.len() <= 128 * 1024, "chunk {i} is {} bytes", c.len());
+        assert!(c.ends_with('\n'), "chunk {i} ends mid-line");
+    }
+    // One HELP and TYPE per family, and each family's samples together.
+    let mut helps = BTreeMap::<&str, usize>::new();
+    let mut seen = BTreeSet::<&str>::new();
+    let mut current = "";
+    for line in whole.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            *helps.entry(name).or_default() += 1;
+            assert!(seen.insert(name), "{name} declared twice");
+            current = name;
+        } else if !line.starts_with('#') {
+            let name = &line[..line.find(['{', ' ']).unwrap()];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| *f == current))
+                .unwrap_or(name);
+            assert_eq!(family, current, "{line} outside its family");
+        }
+    }
+    assert!(helps.values().all(|n| *n == 1), "{helps:?}");
+    for family in [
+        "probe_success",
+        "probe_http_duration_seconds",
+        "probe_dns_answer_rrs",
+        "varde_checks_total",
+        "varde_check_duration_seconds",
+        "varde_check_phase_duration_seconds",
+        "varde_checks_skipped_total",
+        "varde_scheduler_lag_seconds",
+    ] {
+        assert!(helps.contains_key(family), "{family} missing");
+    }
+    let s = parse(&whole);
+    assert_eq!(find(&s, "probe_success", &[]).len(), 2_000);
+    assert_eq!(
+        value(
+            &s,
+            "varde_check_phase_duration_seconds_count",
+            &[("region", "eu-west"), ("kind", "http"), ("phase", "tls")]
+        ),
+        667.0
+    );
+    // Per check: one duration histogram (13 buckets + +Inf + sum + count).
+    assert_eq!(
+        find(
+            &s,
+            "varde_check_duration_seconds_bucket",
+            &[("check", "check-00001")]
+        )
+        .len(),
+        14
+    );
+    promtool_check(&whole);
+}
+
+#[test]
+fn checks_added_or_removed_between_chunks_keep_the_output_valid() {
+    let m = fleet(600);
+    let mut chunks = m.chunks();
+    let mut text = chunks.next().unwrap();
+    // Mid-way through the first families: one check goes, one comes.
+    m.removed(&def("check-00599", "x", &[]));
+    let late = def("check-99999", "https://late.example.com/", &[]);
+    m.result(&late, &https_ok());
+    text.extend(chunks);
+    promtool_check(&text);
+    let s = parse(&text);
+    assert_eq!(
+        value(&s, "varde_checks_total", &[("check", "check-99999")]),
+        1.0
+    );
+    assert!(find(&s, "varde_checks_total", &[("check", "check-00599")]).is_empty());
+}
+
+#[test]
+fn removal_leaves_no_line_of_the_check() {
+    let m = fleet(50);
+    let x = def("x", "https://x.example.com/", &[("team", "a")]);
+    m.result(&x, &https_ok());
+    m.skipped(&x, SkipReason::StillRunning);
+    assert!(m.encode().contains("check=\"x\""));
+    m.removed(&x);
+    let text: String = m.chunks().collect();
+    assert!(
+        text.lines().all(|l| !l.contains("check=\"x\"")),
+        "series of x left after removal"
+    );
+    // A check coming back starts from zero.
+    m.result(&x, &https_ok());
+    let s = parse(&m.encode());
+    assert_eq!(value(&s, "varde_checks_total", &[("check", "x")]), 1.0);
+    assert!(find(&s, "varde_checks_skipped_total", &[("check", "x")]).is_empty());
+}
+
+#[test]
+fn changed_labels_start_the_check_over() {
+    let m = ProbeMetrics::new("r1");
+    m.result(&def("c", "https://a/", &[("team", "a")]), &https_ok());
+    m.result(&def("c", "https://a/", &[("team", "b")]), &https_ok());
+    let s = parse(&m.encode());
+    assert!(find(&s, "probe_success", &[("team", "a")]).is_empty());
+    assert_eq!(value(&s, "varde_checks_total", &[("team", "b")]), 1.0);
+}
+
+/// Resident memory per check: `cargo test --release --test probe_metrics
+/// -- --ignored --nocapture memory_per_check` (Linux; reads /proc).
+#[test]
+#[ignore]
+fn memory_per_check() {
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+    let before = rss_kib();
+    let m = fleet(10_000);
+    let after = rss_kib();
+    let per_check = (after - before) * 1024 / 10_000;
+    let text_bytes: usize = m.chunks().map(|c| c.len()).sum();
+    eprintln!(
+        "{per_check} bytes RSS per check (label text included); /metrics is {} KiB",
+        text_bytes / 1024
+    );
+    assert!(per_check < 2048, "{per_check} bytes per check");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::sync::{Semaphore, watch};
 
 use super::config::{self, Module};
-use super::metrics::{ProbeMetrics, PushGauges, render_probe};
+use super::metrics::{MetricsChunks, ProbeMetrics, PushGauges, render_probe};
 use super::push::{PushOptions, Pusher};
 use super::schedule::{CheckRunner, Scheduler, SchedulerOptions};
 use super::{CheckDef, ResultSink};
@@ -571,12 +571,35 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Streams the exposition chunk by chunk ([`ProbeMetrics::chunks`]): the
+/// whole text (tens of MB for thousands of checks) never sits in memory, and
+/// the metrics lock is taken once per ~64 KiB chunk.
 async fn metrics_handler(State(s): State<Arc<Shared>>) -> Response {
     (
         [(header::CONTENT_TYPE, ProbeMetrics::CONTENT_TYPE)],
-        s.metrics.encode(),
+        axum::body::Body::new(ChunkedBody(s.metrics.chunks())),
     )
         .into_response()
+}
+
+/// A response body of [`MetricsChunks`]; each poll encodes the next chunk
+/// (a bounded, non-blocking piece of work).
+struct ChunkedBody(MetricsChunks);
+
+impl axum::body::HttpBody for ChunkedBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.0
+                .next()
+                .map(|chunk| Ok(hyper::body::Frame::data(bytes::Bytes::from(chunk)))),
+        )
+    }
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
