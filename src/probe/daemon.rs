@@ -127,6 +127,8 @@ pub async fn serve(
     if opts.coordinator.is_some() && opts.token.is_none() {
         return Err(StartError::Usage("--coordinator needs --token-file".into()));
     }
+    // Installed first: SIGHUP's default action would end the process.
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup());
     std::fs::create_dir_all(&opts.data_dir).map_err(|e| StartError::Io {
         what: format!("cannot create data dir {}", opts.data_dir.display()),
         source: e,
@@ -222,7 +224,6 @@ pub async fn serve(
         let _ = ready_tx.send(true);
     }
 
-    let mut hup = signal(tokio::signal::unix::SignalKind::hangup());
     let mut tick = tokio::time::interval(opts.poll_interval.min(FILE_CHECK_INTERVAL));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
