@@ -133,7 +133,9 @@ pub async fn serve(
         what: format!("cannot create data dir {}", opts.data_dir.display()),
         source: e,
     })?;
-    // Nothing starts with a bad local config.
+    // Nothing starts with a bad local config. The fingerprint is taken
+    // before reading, so an edit racing the first load is reloaded.
+    let initial_fingerprint = dir_fingerprint(opts.config_dir.as_deref());
     let local = match &opts.config_dir {
         Some(dir) => Some(config::load_dir(dir)?),
         None => None,
@@ -214,7 +216,7 @@ pub async fn serve(
         if opts.coordinator.is_none() {
             current = Some(cfg.checks.clone());
         }
-        source.local_fingerprint = dir_fingerprint(opts.config_dir.as_deref());
+        source.local_fingerprint = initial_fingerprint;
     }
     if opts.coordinator.is_some() {
         current = source.fetch_remote().await.or_else(|| source.cached());
