@@ -6,4 +6,5 @@
 pub mod check;
 pub mod cli;
 pub mod probe;
+pub mod serve;
 pub mod wire;

@@ -200,12 +200,7 @@ pub async fn serve(
             let graceful = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(graceful)
-                .await
-            {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
+            crate::serve::serve(listener, app, crate::serve::Limits::default(), graceful).await;
         })
     };
 
