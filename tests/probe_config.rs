@@ -856,3 +856,78 @@ fn an_error_in_defaults_is_reported_once_not_per_check() {
         &["tls: unknown field `expiry_treshold`", "`expiry_threshold`"],
     );
 }
+
+#[test]
+fn explicit_kind_reads_a_target_without_a_scheme() {
+    let text = r#"
+[[check]]
+name = "smtp"
+kind = "tcp"
+target = "mail.example:25"
+[[check]]
+name = "imaps"
+kind = "tls"
+target = "mail.example:993"
+[[check]]
+name = "dns"
+kind = "dns"
+target = "10.0.0.53/example.com"
+[[check]]
+name = "web"
+kind = "http"
+target = "https://a.example/"
+"#;
+    let c = ok(&[("k.toml", text)]);
+    match c.checks.iter().map(|c| &c.spec).collect::<Vec<_>>()[..] {
+        [
+            CheckSpec::Tcp(t),
+            CheckSpec::Tcp(ts),
+            CheckSpec::Dns(d),
+            CheckSpec::Http(h),
+        ] => {
+            assert_eq!(
+                (t.address.as_str(), t.tls.is_some()),
+                ("mail.example:25", false)
+            );
+            assert_eq!(
+                (ts.address.as_str(), ts.tls.is_some()),
+                ("mail.example:993", true)
+            );
+            assert_eq!(
+                (d.server.as_str(), d.name.as_str()),
+                ("10.0.0.53", "example.com")
+            );
+            assert_eq!(h.url, "https://a.example/");
+        }
+        ref other => panic!("unexpected specs: {other:?}"),
+    }
+    assert_eq!(c.checks[0].target, "mail.example:25");
+}
+
+#[test]
+fn explicit_kind_that_contradicts_the_target_or_is_unknown_is_an_error() {
+    assert_one(
+        &[(
+            "k.toml",
+            "[[check]]\nname = \"x\"\nkind = \"dns\"\ntarget = \"https://a/\"\n",
+        )],
+        "k.toml:3:8:",
+        &["kind:", "does not match"],
+    );
+    assert_one(
+        &[(
+            "k.toml",
+            "[[check]]\nname = \"x\"\nkind = \"udp\"\ntarget = \"a:1\"\n",
+        )],
+        "k.toml:3:8:",
+        &["kind:", "\"tls\""],
+    );
+    assert_one(
+        &[(
+            "k.toml",
+            "[[check]]\nname = \"x\"\nkind = \"http\"\ntarget = \"a.example\"\n",
+        )],
+        "k.toml:4:10:",
+        &["needs an http:// or https:// URL"],
+    );
+}

@@ -68,6 +68,7 @@ const TOP_KEYS: &[&str] = &["defaults", "check", "modules"];
 const DEFAULTS_KEYS: &[&str] = &["interval", "timeout", "labels", "regions", "tls", "net"];
 const CHECK_KEYS: &[&str] = &[
     "name",
+    "kind",
     "target",
     "interval",
     "timeout",
@@ -415,7 +416,8 @@ impl Loader {
         let at = src.loc(&header);
         let mut failed = false;
         let mut name = None;
-        let mut target = None;
+        let mut raw_target: Option<(String, Range<usize>)> = None;
+        let mut kind_given: Option<(String, Range<usize>)> = None;
         let mut interval = None;
         let mut timeout = None;
         let mut labels = None;
@@ -436,13 +438,24 @@ impl Loader {
                     name.is_some()
                 }
                 "target" => {
-                    target = self.string(src, "target", v).and_then(|s| {
-                        Target::parse(s)
-                            .map(|parsed| (s.to_owned(), parsed, v.span()))
-                            .map_err(|m| self.error(src.loc(&v.span()), format!("target: {m}")))
-                            .ok()
+                    raw_target = self
+                        .string(src, "target", v)
+                        .map(|s| (s.to_owned(), v.span()));
+                    raw_target.is_some()
+                }
+                "kind" => {
+                    kind_given = self.string(src, "kind", v).and_then(|k| {
+                        if matches!(k, "http" | "dns" | "tcp" | "tls") {
+                            Some((k.to_owned(), v.span()))
+                        } else {
+                            self.error(
+                                src.loc(&v.span()),
+                                format!("kind: expected \"http\", \"dns\", \"tcp\" or \"tls\", got {k:?}"),
+                            );
+                            None
+                        }
                     });
-                    target.is_some()
+                    kind_given.is_some()
                 }
                 "interval" => {
                     interval = self.duration(src, "interval", v);
@@ -474,6 +487,23 @@ impl Loader {
             };
             failed |= !ok;
         }
+        // An invalid `kind` was reported; the target cannot be read without it.
+        let kind_bad = t.get("kind").is_some() && kind_given.is_none();
+        let target =
+            raw_target.filter(|_| !kind_bad).and_then(|(raw, span)| {
+                match resolve_target(&raw, kind_given.as_ref().map(|(k, _)| k.as_str())) {
+                    Ok(parsed) => Some((raw, parsed, span)),
+                    Err(TargetError::Target(m)) => {
+                        self.error(src.loc(&span), format!("target: {m}"));
+                        None
+                    }
+                    Err(TargetError::Kind(m)) => {
+                        let kspan = kind_given.as_ref().map_or(span, |(_, s)| s.clone());
+                        self.error(src.loc(&kspan), format!("kind: {m}"));
+                        None
+                    }
+                }
+            });
         if t.get("name").is_none() {
             self.error(at, "missing field `name`");
         }
@@ -1334,5 +1364,43 @@ fn resolve_paths(spec: &mut CheckSpec, dir: &Path) {
                 *path = dir.join(&*path);
             }
         }
+    }
+}
+
+enum TargetError {
+    /// The target itself is wrong.
+    Target(String),
+    /// `kind` disagrees with the target.
+    Kind(String),
+}
+
+/// Parses a check's target, using an explicit `kind` for a target written
+/// without a scheme (`host:port` for tcp/tls, `SERVER/NAME` for dns) and
+/// checking that an explicit `kind` agrees with a target's scheme.
+fn resolve_target(raw: &str, kind: Option<&str>) -> Result<Target, TargetError> {
+    let Some(kind) = kind else {
+        return Target::parse(raw).map_err(TargetError::Target);
+    };
+    if !raw.contains("://") {
+        return match kind {
+            "http" => Err(TargetError::Target(format!(
+                "an http check needs an http:// or https:// URL, got {raw:?}"
+            ))),
+            scheme => Target::parse(&format!("{scheme}://{raw}")).map_err(TargetError::Target),
+        };
+    }
+    let parsed = Target::parse(raw).map_err(TargetError::Target)?;
+    let agrees = match kind {
+        "http" => parsed.kind() == CheckKind::Http,
+        "dns" => parsed.kind() == CheckKind::Dns,
+        "tcp" => parsed.kind() == CheckKind::Tcp,
+        _ => parsed.kind() == CheckKind::Tcp && parsed.is_tls(),
+    };
+    if agrees {
+        Ok(parsed)
+    } else {
+        Err(TargetError::Kind(format!(
+            "{kind:?} does not match the target {raw:?}"
+        )))
     }
 }
