@@ -348,3 +348,29 @@ async fn coordinator_list_is_run_results_are_pushed_and_the_list_is_cached() {
     .await;
     probe.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackbox_default_modules_work_without_any_configured() {
+    let target = Server::http(|_| Reply::ok("hello")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("web.toml"),
+        check_toml("a", target.port(), "/"),
+    )
+    .unwrap();
+    let probe = Probe::start(options(Some(dir.path()), data.path())).await;
+    for (module, t) in [
+        ("http_2xx", format!("http://127.0.0.1:{}/", target.port())),
+        ("tcp_connect", format!("127.0.0.1:{}", target.port())),
+    ] {
+        let (status, body) = get(&format!("{}/probe?module={module}&target={t}", probe.base)).await;
+        assert_eq!(status, 200, "{module}: {body}");
+        assert_eq!(
+            sample(&body, "probe_success", &[]),
+            Some(1.0),
+            "{module}: {body}"
+        );
+    }
+    probe.stop().await;
+}

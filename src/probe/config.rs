@@ -1367,6 +1367,44 @@ fn resolve_paths(spec: &mut CheckSpec, dir: &Path) {
     }
 }
 
+/// Modules every probe has, as blackbox_exporter's example config ships
+/// them, so a scrape config written for blackbox works before any module is
+/// configured. A module of the same name in the config directory wins.
+const BUILTIN_MODULES: &str = r#"
+[modules.http_2xx]
+kind = "http"
+timeout = "10s"
+
+[modules.http_post_2xx]
+kind = "http"
+method = "POST"
+timeout = "10s"
+
+[modules.tcp_connect]
+kind = "tcp"
+timeout = "10s"
+
+[modules.tls_connect]
+kind = "tcp"
+tls = true
+timeout = "10s"
+
+[modules.dns_a]
+kind = "dns"
+query_type = "A"
+timeout = "10s"
+"#;
+
+/// The built-in `/probe` modules (see [`BUILTIN_MODULES`]).
+pub fn builtin_modules() -> BTreeMap<String, Module> {
+    parse_files(&[(
+        PathBuf::from("<built-in modules>"),
+        BUILTIN_MODULES.to_owned(),
+    )])
+    .expect("built-in modules are valid")
+    .modules
+}
+
 enum TargetError {
     /// The target itself is wrong.
     Target(String),

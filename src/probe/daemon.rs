@@ -176,12 +176,12 @@ pub async fn serve(
     let (ready_tx, ready_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         metrics: metrics.clone(),
-        modules: Mutex::new(Arc::new(
+        modules: Mutex::new(Arc::new(with_builtin_modules(
             local
                 .as_ref()
                 .map(|c| c.modules.clone())
                 .unwrap_or_default(),
-        )),
+        ))),
         ready: ready_rx,
         probe_permits: Semaphore::new(MAX_PROBE_REQUESTS),
     });
@@ -246,7 +246,7 @@ pub async fn serve(
                             .modules
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner) =
-                            Arc::new(cfg.modules.clone());
+                            Arc::new(with_builtin_modules(cfg.modules.clone()));
                         if opts.coordinator.is_none() {
                             apply(&mut scheduler, &metrics, cfg.checks, &opts.region);
                             let _ = ready_tx.send(true);
@@ -287,6 +287,15 @@ pub async fn serve(
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())
+}
+
+/// The configured modules over the built-in ones.
+fn with_builtin_modules(
+    configured: std::collections::BTreeMap<String, Module>,
+) -> std::collections::BTreeMap<String, Module> {
+    let mut all = config::builtin_modules();
+    all.extend(configured);
+    all
 }
 
 fn gauges(p: &Pusher) -> PushGauges {
