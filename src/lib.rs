@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod coordinator;
 pub mod probe;
 pub mod serve;
 pub mod wire;
