@@ -34,6 +34,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 // One value per process: boxing the large variant buys nothing.
 #[allow(clippy::large_enum_variant)]
+// The doc comments are clap's help text, where `[:port]` means optional.
+#[allow(rustdoc::broken_intra_doc_links, rustdoc::bare_urls)]
 pub enum Command {
     /// Run one check now and print its phases, TLS facts and verdict.
     ///
@@ -62,6 +64,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[allow(rustdoc::bare_urls)] // clap help text
 pub struct ProbeArgs {
     /// Directory of check definitions and /probe modules (*.toml).
     #[arg(long, value_name = "DIR")]

@@ -1395,7 +1395,8 @@ query_type = "A"
 timeout = "10s"
 "#;
 
-/// The built-in `/probe` modules (see [`BUILTIN_MODULES`]).
+/// The built-in `/probe` modules: `http_2xx`, `http_post_2xx`, `tcp_connect`,
+/// `tls_connect` and `dns_a`, as blackbox_exporter's example config has them.
 pub fn builtin_modules() -> BTreeMap<String, Module> {
     parse_files(&[(
         PathBuf::from("<built-in modules>"),

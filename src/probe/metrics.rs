@@ -46,7 +46,7 @@
 //! prometheus-client `Family`s keep a full label set per series and lock the
 //! family for a whole encode, which does not scale to thousands of checks.
 //! Everything labelled per check is instead kept in one compact
-//! [`CheckSeries`] per check (its label block rendered once as escaped text,
+//! `CheckSeries` per check (its label block rendered once as escaped text,
 //! gauge values as `(family, extra label, f64)` triples, counters and the
 //! histogram as plain numbers) in a `BTreeMap` by check name behind one
 //! mutex. A result takes the mutex only to copy its values in. Encoding

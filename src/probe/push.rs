@@ -7,7 +7,7 @@
 //!   queued result is dropped and counted.
 //! * One background task moves queued results into the spool (assigning the
 //!   sequence number), then sends the oldest unacknowledged records as a
-//!   [`ResultBatch`] (`POST {coordinator}{RESULTS_PATH}`, bearer token) and
+//!   [`crate::wire::ResultBatch`] (`POST {coordinator}{RESULTS_PATH}`, bearer token) and
 //!   forgets them once the coordinator acknowledges them. Batches hold at
 //!   most `max_batch` records and [`MAX_BODY_BYTES`] of JSON and leave at
 //!   the latest `max_delay` after their oldest record was spooled.
