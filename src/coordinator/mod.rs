@@ -3,4 +3,5 @@
 //! them. So far: [`verdict`], the pure (no I/O, no clock) per-region state and
 //! per-check verdict logic.
 
+pub mod rules;
 pub mod verdict;
