@@ -522,16 +522,16 @@ fn a_duplicate_name_points_at_the_second_and_names_the_first() {
 #[test]
 fn templates_naming_unknown_fields_are_errors() {
     let errs = errors(
-        "[[rule]]\nname = \"a\"\nkind = \"down\"\n[rule.annotations]\nsummary = \"{{ chek }} is down\"\nrunbook = \"{{ check \"\n",
+        "[[rule]]\nname = \"a\"\nkind = \"down\"\n[rule.annotations]\nsummary = \"{{ check }} is down in {{ regoins }}\"\nrunbook = \"{{ check \"\n",
     );
     assert_eq!(errs.len(), 2, "{errs:#?}");
     assert!(
-        errs[0].starts_with("rules.toml:5:11: annotations.summary: unknown template field \"chek\": expected one of rule, kind"),
+        errs[0].starts_with("rules.toml:5:35: annotations.summary: unknown template field \"regoins\": expected one of rule, kind"),
         "{}",
         errs[0]
     );
     assert!(
-        errs[1].starts_with("rules.toml:6:11: annotations.runbook: unclosed `{{`"),
+        errs[1].starts_with("rules.toml:6:12: annotations.runbook: unclosed `{{`"),
         "{}",
         errs[1]
     );

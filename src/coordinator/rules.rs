@@ -299,23 +299,37 @@ impl Template {
     /// Parses a template, accepting only [`TEMPLATE_FIELDS`] and
     /// `labels.NAME`.
     pub fn parse(s: &str) -> Result<Template, String> {
+        Self::parse_at(s).map_err(|(_, e)| e)
+    }
+
+    /// Like [`Template::parse`], with the error's placeholder number (0 for
+    /// the first `{{`), so the loader can point at it.
+    fn parse_at(s: &str) -> Result<Template, (usize, String)> {
         let mut parts = Vec::new();
         let mut rest = s;
+        let mut placeholder = 0;
         while let Some(open) = rest.find("{{") {
             if open > 0 {
                 parts.push(Part::Text(rest[..open].to_owned()));
             }
             let after = &rest[open + 2..];
             let Some(close) = after.find("}}") else {
-                return Err("unclosed `{{`: expected `{{ field }}`".to_owned());
+                return Err((
+                    placeholder,
+                    "unclosed `{{`: expected `{{ field }}`".to_owned(),
+                ));
             };
             let field = after[..close].trim();
             if !is_template_field(field) {
-                return Err(format!(
-                    "unknown template field {field:?}: expected one of {}, or labels.NAME",
-                    TEMPLATE_FIELDS.join(", ")
+                return Err((
+                    placeholder,
+                    format!(
+                        "unknown template field {field:?}: expected one of {}, or labels.NAME",
+                        TEMPLATE_FIELDS.join(", ")
+                    ),
                 ));
             }
+            placeholder += 1;
             parts.push(Part::Field(field.to_owned()));
             rest = &after[close + 2..];
         }
@@ -736,11 +750,21 @@ impl Loader {
             let Some(s) = self.string(src, &key, v) else {
                 continue;
             };
-            match Template::parse(s) {
+            match Template::parse_at(s) {
                 Ok(tpl) => {
                     out.insert(k.get_ref().to_string(), tpl);
                 }
-                Err(e) => self.error(src.loc(&v.span()), format!("{key}: {e}")),
+                Err((n, e)) => {
+                    // Point at the placeholder when the source spells it
+                    // plainly (no escapes inside `{{`), else at the value.
+                    let span = v.span();
+                    let at = src
+                        .text
+                        .get(span.clone())
+                        .and_then(|raw| raw.match_indices("{{").nth(n))
+                        .map_or(span.start, |(i, _)| span.start + i);
+                    self.error(src.loc(&(at..at)), format!("{key}: {e}"));
+                }
             }
         }
         out
