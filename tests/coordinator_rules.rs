@@ -571,3 +571,28 @@ fn parse_files_takes_contents_without_a_directory() {
     assert_eq!(rules.rules[0].name, "a");
     assert_eq!(rules.files, [Path::new("mem.toml")]);
 }
+
+#[test]
+fn a_single_rule_table_asks_for_the_array_header() {
+    let e = one_error("[rule]\nname = \"a\"\nkind = \"down\"\n");
+    assert!(
+        e.starts_with("rules.toml:1:1: rule: expected an array of tables: write each rule under its own [[rule]] header"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_rule_with_errors_still_claims_its_name() {
+    // The second rule is reported as a duplicate even though the first is
+    // itself invalid, so fixing one error does not reveal another.
+    let errs = errors(
+        "[[rule]]\nname = \"a\"\nkind = \"down\"\nfor = \"x\"\n\n[[rule]]\nname = \"a\"\nkind = \"degraded\"\n",
+    );
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[1].starts_with("rules.toml:7:8: name: duplicate rule name \"a\" (first defined at "),
+        "{}",
+        errs[1]
+    );
+    assert!(errs[1].ends_with("rules.toml:2)"), "{}", errs[1]);
+}
