@@ -596,3 +596,10 @@ fn a_rule_with_errors_still_claims_its_name() {
     );
     assert!(errs[1].ends_with("rules.toml:2)"), "{}", errs[1]);
 }
+
+#[test]
+fn a_negation_can_compare_with_a_literal_tilde() {
+    let m = Matcher::parse("tag", "!\\~x").unwrap();
+    assert!(!m.matches(&labels(&[("tag", "~x")])));
+    assert!(m.matches(&labels(&[("tag", "x")])));
+}

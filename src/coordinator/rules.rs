@@ -44,12 +44,14 @@
 //!
 //! A label the check lacks compares as the empty string, so `"!web"`
 //! matches it and `"web"` does not. A value starting with a literal `~`,
-//! `!` or `\` is written with a `\` in front: `"\\!important"`.
+//! `!` or `\` is written with a `\` in front: `"\\!important"` equals
+//! `!important`, `"!\\~x"` does not equal `~x`.
 //!
 //! **Templates** (annotation values): `{{ field }}` is replaced by the
 //! field's value when the alert is sent; a field without a value renders as
-//! the empty string; there is no escape for a literal `{{`. The fields are [`TEMPLATE_FIELDS`] and `labels.NAME`
-//! (the check's label `NAME`); any other name is a configuration error.
+//! the empty string; there is no escape for a literal `{{`. The fields are
+//! [`TEMPLATE_FIELDS`] and `labels.NAME` (the check's label `NAME`); any
+//! other name is a configuration error, reported at its `{{`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -65,7 +67,13 @@ use super::verdict::Quorum;
 use crate::check::Phase;
 use crate::probe::config::{ConfigError, ConfigErrors, Loc, Src, type_name, unknown};
 
-/// The fields a template may name, besides `labels.NAME`.
+/// The fields a template may name, besides `labels.NAME`: the rule's
+/// `rule` (name), `kind`, `severity` and `receiver`; the check's `check`
+/// (name) and `target`; `region` (a probe_offline rule's silent region);
+/// `regions` (voting regions) and `down_regions` (how many are down);
+/// `reason` (the failure reason); `phase` (a latency rule's phase);
+/// `value` (the measured value: latency, time to certificate expiry,
+/// silence) and `threshold` (the rule's limit for it).
 pub const TEMPLATE_FIELDS: &[&str] = &[
     "rule",
     "kind",
