@@ -1,7 +1,7 @@
 //! The coordinator, being built piece by piece: ingest of probe results,
 //! per-check verdicts across regions, incidents, and the store that persists
 //! them. So far: [`verdict`], the pure (no I/O, no clock) per-region state and
-//! per-check verdict logic.
+//! per-check verdict logic, and [`rules`], the validated `alert-rules/*.toml`.
 
 pub mod rules;
 pub mod verdict;
