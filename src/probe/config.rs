@@ -256,14 +256,14 @@ pub fn parse_files(files: &[(PathBuf, String)]) -> Result<ProbeConfig, ConfigErr
 // === positions ===
 
 /// One file being read.
-struct Src<'a> {
-    idx: usize,
-    path: &'a Path,
-    text: &'a str,
+pub(crate) struct Src<'a> {
+    pub(crate) idx: usize,
+    pub(crate) path: &'a Path,
+    pub(crate) text: &'a str,
 }
 
 impl Src<'_> {
-    fn loc(&self, span: &Range<usize>) -> Loc {
+    pub(crate) fn loc(&self, span: &Range<usize>) -> Loc {
         let mut at = span.start.min(self.text.len());
         while !self.text.is_char_boundary(at) {
             at -= 1;
@@ -283,10 +283,10 @@ impl Src<'_> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Loc {
-    file: usize,
-    line: usize,
-    column: usize,
+pub(crate) struct Loc {
+    pub(crate) file: usize,
+    pub(crate) line: usize,
+    pub(crate) column: usize,
 }
 
 // === the loader ===
@@ -1086,12 +1086,12 @@ impl Loader {
 
 // === helpers ===
 
-fn unknown(key: &str, expected: &[&str]) -> String {
+pub(crate) fn unknown(key: &str, expected: &[&str]) -> String {
     let list: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
     format!("unknown field `{key}`, expected one of {}", list.join(", "))
 }
 
-fn type_name(v: &DeValue<'_>) -> &'static str {
+pub(crate) fn type_name(v: &DeValue<'_>) -> &'static str {
     match v {
         DeValue::String(_) => "a string",
         DeValue::Integer(_) => "an integer",

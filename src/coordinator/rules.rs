@@ -1,0 +1,889 @@
+//! `alert-rules/*.toml`: which verdicts become alerts, how urgent they are
+//! and who gets them. Loaded and validated up front, like `probes/*.toml`:
+//! every problem is reported at once as `file:line:column: message`.
+//!
+//! ```toml
+//! [[rule]]
+//! name = "api-down"                 # required, unique across all files
+//! kind = "down"                     # required: down | latency | cert_expiry | probe_offline | degraded
+//! match = { team = "web", check = "~api-.*" }  # optional; every matcher must hold
+//! severity = "page"                 # page | ticket | info (default: by kind, below)
+//! receiver = "oncall"               # routing key (default "default")
+//! quorum = "majority"               # down, latency: any | majority | all | N (default majority)
+//! for = "2m"                        # down, latency, degraded: how long it must hold (default 0s)
+//! [rule.annotations]                # optional; free names, values are templates
+//! summary = "{{ check }} down in {{ down_regions }}/{{ regions }} regions"
+//! ```
+//!
+//! Keys per kind, besides the common `name`, `kind`, `match`, `severity`,
+//! `receiver` and `annotations`:
+//!
+//! | kind            | keys (default)                                                                 | default severity |
+//! |-----------------|--------------------------------------------------------------------------------|------------------|
+//! | `down`          | `quorum` (majority), `for` (0s)                                                | page             |
+//! | `latency`       | `threshold` (required), `percentile` (95), `phase` (total), `window` (5m), `quorum` (majority), `for` (0s) | ticket |
+//! | `cert_expiry`   | `threshold` (14d: fire when the certificate expires within it)                 | ticket           |
+//! | `probe_offline` | `after` (5m: a region silent this long)                                        | page             |
+//! | `degraded`      | `for` (0s)                                                                     | info             |
+//!
+//! A key another kind takes (`percentile` on a `down` rule) is an error.
+//! Durations are humantime strings ("30s", "5m", "21d"). `percentile` is a
+//! number with 0 < p <= 100. `phase` is `total`, `resolve`, `connect`,
+//! `tls`, `processing` or `transfer`.
+//!
+//! **Matchers** (`match`): keys are check label names, or `check` (the
+//! check's name) and `kind` (the check's kind: http, dns, tcp); the value
+//! says how to compare:
+//!
+//! | value      | matches when the label                       |
+//! |------------|----------------------------------------------|
+//! | `"web"`    | equals `web`                                 |
+//! | `"!web"`   | does not equal `web`                         |
+//! | `"~api-.*"`  | matches the regex, anchored at both ends   |
+//! | `"!~api-.*"` | does not match the regex                   |
+//!
+//! A label the check lacks compares as the empty string, so `"!web"`
+//! matches it and `"web"` does not. A value starting with a literal `~`,
+//! `!` or `\` is written with a `\` in front: `"\\!important"` equals
+//! `!important`, `"!\\~x"` does not equal `~x`.
+//!
+//! **Templates** (annotation values): `{{ field }}` is replaced by the
+//! field's value when the alert is sent; a field without a value renders as
+//! the empty string; there is no escape for a literal `{{`. The fields are
+//! [`TEMPLATE_FIELDS`] and `labels.NAME` (the check's label `NAME`); any
+//! other name is a configuration error, reported at its `{{`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use regex::Regex;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::verdict::Quorum;
+use crate::check::Phase;
+use crate::probe::config::{ConfigError, ConfigErrors, Loc, Src, type_name, unknown};
+
+/// The fields a template may name, besides `labels.NAME`: the rule's
+/// `rule` (name), `kind`, `severity` and `receiver`; the check's `check`
+/// (name) and `target`; `region` (a probe_offline rule's silent region);
+/// `regions` (voting regions) and `down_regions` (how many are down);
+/// `reason` (the failure reason); `phase` (a latency rule's phase);
+/// `value` (the measured value: latency, time to certificate expiry,
+/// silence) and `threshold` (the rule's limit for it).
+pub const TEMPLATE_FIELDS: &[&str] = &[
+    "rule",
+    "kind",
+    "severity",
+    "receiver",
+    "check",
+    "target",
+    "region",
+    "regions",
+    "down_regions",
+    "reason",
+    "phase",
+    "value",
+    "threshold",
+];
+
+/// Default `percentile` of a latency rule.
+pub const DEFAULT_PERCENTILE: f64 = 95.0;
+/// Default `window` of a latency rule.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// Default `threshold` of a cert_expiry rule.
+pub const DEFAULT_CERT_THRESHOLD: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+/// Default `after` of a probe_offline rule.
+pub const DEFAULT_OFFLINE_AFTER: Duration = Duration::from_secs(5 * 60);
+/// Receiver of a rule that names none.
+pub const DEFAULT_RECEIVER: &str = "default";
+
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "match",
+    "severity",
+    "receiver",
+    "annotations",
+];
+const KINDS: &[&str] = &[
+    "down",
+    "latency",
+    "cert_expiry",
+    "probe_offline",
+    "degraded",
+];
+const PHASES: &[&str] = &[
+    "total",
+    "resolve",
+    "connect",
+    "tls",
+    "processing",
+    "transfer",
+];
+
+// === public types ===
+
+/// Every rule `alert-rules/*.toml` defines, validated.
+#[derive(Clone, Debug, Default)]
+pub struct Rules {
+    /// In file order, then in the order written.
+    pub rules: Vec<Rule>,
+    /// The files read, in the order read.
+    pub files: Vec<PathBuf>,
+}
+
+/// One alert rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub name: String,
+    pub kind: RuleKind,
+    /// All must match a check's labels for the rule to apply to it.
+    pub matchers: Vec<Matcher>,
+    pub severity: Severity,
+    pub receiver: String,
+    pub annotations: BTreeMap<String, Template>,
+}
+
+impl Rule {
+    /// Whether the rule applies to a check with these labels (which should
+    /// include `check` and `kind`).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.matchers.iter().all(|m| m.matches(labels))
+    }
+}
+
+/// What a rule watches for, with the settings of that kind.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum RuleKind {
+    /// The check's verdict is down at `quorum`, for `for_`.
+    Down { quorum: Quorum, for_: Duration },
+    /// The `percentile` of `phase` over `window` is above `threshold` in
+    /// `quorum` regions, for `for_`.
+    Latency {
+        percentile: f64,
+        /// `None` is the whole check (`phase = "total"`).
+        phase: Option<Phase>,
+        window: Duration,
+        threshold: Duration,
+        quorum: Quorum,
+        for_: Duration,
+    },
+    /// The certificate expires within `threshold`.
+    CertExpiry { threshold: Duration },
+    /// A region has sent nothing for `after`.
+    ProbeOffline { after: Duration },
+    /// Some region down but below quorum, for `for_`.
+    Degraded { for_: Duration },
+}
+
+impl RuleKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RuleKind::Down { .. } => "down",
+            RuleKind::Latency { .. } => "latency",
+            RuleKind::CertExpiry { .. } => "cert_expiry",
+            RuleKind::ProbeOffline { .. } => "probe_offline",
+            RuleKind::Degraded { .. } => "degraded",
+        }
+    }
+}
+
+/// How urgent an alert is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// Wake someone up.
+    Page,
+    /// Someone looks during working hours.
+    Ticket,
+    /// Visible, never notifies urgently.
+    Info,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Page => "page",
+            Severity::Ticket => "ticket",
+            Severity::Info => "info",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "page" => Ok(Severity::Page),
+            "ticket" => Ok(Severity::Ticket),
+            "info" => Ok(Severity::Info),
+            _ => Err(format!(
+                "unknown severity {s:?}: expected \"page\", \"ticket\" or \"info\""
+            )),
+        }
+    }
+}
+
+/// One label matcher: `name` compared with the label's value (the empty
+/// string when the label is absent).
+#[derive(Clone, Debug)]
+pub struct Matcher {
+    pub name: String,
+    pub op: MatchOp,
+}
+
+/// How a [`Matcher`] compares.
+#[derive(Clone, Debug)]
+pub enum MatchOp {
+    /// `"value"`
+    Equal(String),
+    /// `"!value"`
+    NotEqual(String),
+    /// `"~regex"`, anchored at both ends.
+    Regex(Regex),
+    /// `"!~regex"`, anchored at both ends.
+    NotRegex(Regex),
+}
+
+impl Matcher {
+    /// Parses the value syntax of `match = { name = "value" }`.
+    pub fn parse(name: &str, value: &str) -> Result<Matcher, String> {
+        let anchored = |re: &str| {
+            Regex::new(&format!("^(?:{re})$"))
+                .map_err(|e| format!("invalid regex {re:?}: {}", one_line(&e.to_string())))
+        };
+        let op = if let Some(rest) = value.strip_prefix('\\') {
+            MatchOp::Equal(rest.to_owned())
+        } else if let Some(re) = value.strip_prefix("!~") {
+            MatchOp::NotRegex(anchored(re)?)
+        } else if let Some(re) = value.strip_prefix('~') {
+            MatchOp::Regex(anchored(re)?)
+        } else if let Some(rest) = value.strip_prefix('!') {
+            MatchOp::NotEqual(rest.strip_prefix('\\').unwrap_or(rest).to_owned())
+        } else {
+            MatchOp::Equal(value.to_owned())
+        };
+        Ok(Matcher {
+            name: name.to_owned(),
+            op,
+        })
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let v = labels.get(&self.name).map_or("", String::as_str);
+        match &self.op {
+            MatchOp::Equal(want) => v == want,
+            MatchOp::NotEqual(want) => v != want,
+            MatchOp::Regex(re) => re.is_match(v),
+            MatchOp::NotRegex(re) => !re.is_match(v),
+        }
+    }
+}
+
+/// An annotation template: text with `{{ field }}` placeholders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Field(String),
+}
+
+impl Template {
+    /// Parses a template, accepting only [`TEMPLATE_FIELDS`] and
+    /// `labels.NAME`.
+    pub fn parse(s: &str) -> Result<Template, String> {
+        Self::parse_at(s).map_err(|(_, e)| e)
+    }
+
+    /// Like [`Template::parse`], with the error's placeholder number (0 for
+    /// the first `{{`), so the loader can point at it.
+    fn parse_at(s: &str) -> Result<Template, (usize, String)> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        let mut placeholder = 0;
+        while let Some(open) = rest.find("{{") {
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_owned()));
+            }
+            let after = &rest[open + 2..];
+            let Some(close) = after.find("}}") else {
+                return Err((
+                    placeholder,
+                    "unclosed `{{`: expected `{{ field }}`".to_owned(),
+                ));
+            };
+            let field = after[..close].trim();
+            if !is_template_field(field) {
+                return Err((
+                    placeholder,
+                    format!(
+                        "unknown template field {field:?}: expected one of {}, or labels.NAME",
+                        TEMPLATE_FIELDS.join(", ")
+                    ),
+                ));
+            }
+            placeholder += 1;
+            parts.push(Part::Field(field.to_owned()));
+            rest = &after[close + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The fields named, in order.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Field(f) => Some(f.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// Fills in each field with `value(field)`; `None` renders as "".
+    pub fn render(&self, value: &dyn Fn(&str) -> Option<String>) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Field(f) => out.push_str(&value(f).unwrap_or_default()),
+            }
+        }
+        out
+    }
+}
+
+fn is_template_field(field: &str) -> bool {
+    TEMPLATE_FIELDS.contains(&field) || field.strip_prefix("labels.").is_some_and(label_name_valid)
+}
+
+fn label_name_valid(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+// === loading ===
+
+/// Loads every `*.toml` directly in `dir`, in name order.
+pub fn load_dir(dir: &Path) -> Result<Rules, ConfigErrors> {
+    let whole = |message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: dir.to_owned(),
+            line: 0,
+            column: 0,
+            message,
+        }])
+    };
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read the directory: {e}")))?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| whole(format!("cannot read the directory: {e}")))?
+            .path();
+        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    let mut files = Vec::with_capacity(paths.len());
+    let mut unreadable = Vec::new();
+    for path in paths {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => files.push((path, text)),
+            Err(e) => unreadable.push(ConfigError {
+                file: path,
+                line: 0,
+                column: 0,
+                message: format!("cannot read the file: {e}"),
+            }),
+        }
+    }
+    match parse_files(&files) {
+        Ok(rules) if unreadable.is_empty() => Ok(rules),
+        Ok(_) => Err(ConfigErrors(unreadable)),
+        Err(ConfigErrors(mut errors)) => {
+            unreadable.append(&mut errors);
+            Err(ConfigErrors(unreadable))
+        }
+    }
+}
+
+/// Parses and validates files given as (path, contents).
+pub fn parse_files(files: &[(PathBuf, String)]) -> Result<Rules, ConfigErrors> {
+    let mut l = Loader {
+        files: files.iter().map(|(p, _)| p.clone()).collect(),
+        errors: Vec::new(),
+        rules: Vec::new(),
+        names: HashMap::new(),
+    };
+    for (idx, (path, text)) in files.iter().enumerate() {
+        l.file(&Src { idx, path, text });
+    }
+    if !l.errors.is_empty() {
+        l.errors.sort();
+        l.errors.dedup();
+        let files = &l.files;
+        return Err(ConfigErrors(
+            l.errors
+                .into_iter()
+                .map(|(at, message)| ConfigError {
+                    file: files[at.file].clone(),
+                    line: at.line,
+                    column: at.column,
+                    message,
+                })
+                .collect(),
+        ));
+    }
+    Ok(Rules {
+        rules: l.rules,
+        files: l.files,
+    })
+}
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+struct Loader {
+    files: Vec<PathBuf>,
+    errors: Vec<(Loc, String)>,
+    rules: Vec<Rule>,
+    /// Where each rule name was first defined.
+    names: HashMap<String, Loc>,
+}
+
+impl Loader {
+    fn error(&mut self, at: Loc, message: impl Into<String>) {
+        self.errors.push((at, message.into()));
+    }
+
+    fn file(&mut self, src: &Src<'_>) {
+        let doc = match DeTable::parse(src.text) {
+            Ok(doc) => doc.into_inner(),
+            Err(e) => {
+                let at = src.loc(&e.span().unwrap_or(0..0));
+                self.error(at, format!("invalid TOML: {}", e.message()));
+                return;
+            }
+        };
+        for (k, v) in doc.iter() {
+            if k.get_ref() != "rule" {
+                self.error(src.loc(&k.span()), unknown(k.get_ref(), &["rule"]));
+                continue;
+            }
+            let DeValue::Array(rules) = v.get_ref() else {
+                self.error(
+                    src.loc(&v.span()),
+                    "rule: expected an array of tables: write each rule under its own [[rule]] header",
+                );
+                continue;
+            };
+            for r in rules.iter() {
+                match r.get_ref() {
+                    DeValue::Table(t) => self.rule(src, r, t),
+                    other => self.error(
+                        src.loc(&r.span()),
+                        format!("rule: expected a table, found {}", type_name(other)),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn rule(&mut self, src: &Src<'_>, header: &Value<'_>, t: &DeTable<'_>) {
+        let at = src.loc(&header.span());
+        let errors_before = self.errors.len();
+        let get = |key: &str| t.get(key);
+
+        let name = match get("name") {
+            None => {
+                self.error(at, "rule: missing `name`");
+                None
+            }
+            Some(v) => match self.string(src, "name", v) {
+                Some(s) if s.trim().is_empty() => {
+                    self.error(src.loc(&v.span()), "name: must not be empty");
+                    None
+                }
+                Some(s) => {
+                    let here = src.loc(&v.span());
+                    if let Some(first) = self.names.get(s) {
+                        let place = format!("{}:{}", self.files[first.file].display(), first.line);
+                        self.error(
+                            here,
+                            format!("name: duplicate rule name {s:?} (first defined at {place})"),
+                        );
+                    } else {
+                        self.names.insert(s.to_owned(), here);
+                    }
+                    Some(s.to_owned())
+                }
+                None => None,
+            },
+        };
+
+        let kind = match get("kind") {
+            None => {
+                self.error(
+                    at,
+                    format!(
+                        "rule: missing `kind` (expected one of {})",
+                        KINDS.join(", ")
+                    ),
+                );
+                None
+            }
+            Some(v) => self.string(src, "kind", v).and_then(|s| {
+                if KINDS.contains(&s) {
+                    Some(s)
+                } else {
+                    self.error(
+                        src.loc(&v.span()),
+                        format!(
+                            "kind: unknown kind {s:?}, expected one of {}",
+                            KINDS.join(", ")
+                        ),
+                    );
+                    None
+                }
+            }),
+        };
+
+        // Unknown keys: only judged against the kind when the kind is known.
+        let kind_keys: &[&str] = match kind {
+            Some("down") => &["quorum", "for"],
+            Some("latency") => &[
+                "percentile",
+                "phase",
+                "window",
+                "threshold",
+                "quorum",
+                "for",
+            ],
+            Some("cert_expiry") => &["threshold"],
+            Some("probe_offline") => &["after"],
+            Some("degraded") => &["for"],
+            _ => &[],
+        };
+        const ANY_KIND: &[&str] = &[
+            "quorum",
+            "for",
+            "percentile",
+            "phase",
+            "window",
+            "threshold",
+            "after",
+        ];
+        for (k, _) in t.iter() {
+            let key: &str = k.get_ref();
+            if COMMON_KEYS.contains(&key) || kind_keys.contains(&key) {
+                continue;
+            }
+            match kind {
+                Some(kind) if ANY_KIND.contains(&key) => {
+                    let takes: Vec<String> = kind_keys.iter().map(|k| format!("`{k}`")).collect();
+                    let takes = if takes.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        takes.join(", ")
+                    };
+                    self.error(
+                        src.loc(&k.span()),
+                        format!(
+                            "`{key}` does not apply to a {kind} rule (a {kind} rule takes {takes} besides the common keys)"
+                        ),
+                    );
+                }
+                None if ANY_KIND.contains(&key) => {}
+                _ => {
+                    let mut all: Vec<&str> = COMMON_KEYS.to_vec();
+                    all.extend(kind_keys);
+                    self.error(src.loc(&k.span()), unknown(key, &all));
+                }
+            }
+        }
+
+        let matchers = get("match")
+            .map(|v| self.matchers(src, v))
+            .unwrap_or_default();
+        let severity = get("severity").and_then(|v| {
+            let s = self.string(src, "severity", v)?;
+            s.parse::<Severity>()
+                .map_err(|e| self.error(src.loc(&v.span()), format!("severity: {e}")))
+                .ok()
+        });
+        let receiver = match get("receiver") {
+            None => Some(DEFAULT_RECEIVER.to_owned()),
+            Some(v) => self.string(src, "receiver", v).and_then(|s| {
+                if s.trim().is_empty() {
+                    self.error(src.loc(&v.span()), "receiver: must not be empty");
+                    None
+                } else {
+                    Some(s.to_owned())
+                }
+            }),
+        };
+        let annotations = get("annotations")
+            .map(|v| self.annotations(src, v))
+            .unwrap_or_default();
+
+        let kind = kind.map(|k| match k {
+            "down" => RuleKind::Down {
+                quorum: self.quorum(src, get("quorum")),
+                for_: self.opt_duration(src, t, "for", Duration::ZERO),
+            },
+            "latency" => {
+                let window = self.opt_duration(src, t, "window", DEFAULT_WINDOW);
+                let for_ = self.opt_duration(src, t, "for", Duration::ZERO);
+                let threshold = match get("threshold") {
+                    None => {
+                        self.error(
+                            at,
+                            "rule: a latency rule needs `threshold` (e.g. \"800ms\")",
+                        );
+                        Duration::ZERO
+                    }
+                    Some(v) => self.duration(src, "threshold", v).unwrap_or(Duration::ZERO),
+                };
+                RuleKind::Latency {
+                    percentile: get("percentile")
+                        .map_or(DEFAULT_PERCENTILE, |v| self.percentile(src, v)),
+                    phase: get("phase").and_then(|v| self.phase(src, v)),
+                    window,
+                    threshold,
+                    quorum: self.quorum(src, get("quorum")),
+                    for_,
+                }
+            }
+            "cert_expiry" => RuleKind::CertExpiry {
+                threshold: self.opt_duration(src, t, "threshold", DEFAULT_CERT_THRESHOLD),
+            },
+            "probe_offline" => RuleKind::ProbeOffline {
+                after: self.opt_duration(src, t, "after", DEFAULT_OFFLINE_AFTER),
+            },
+            _ => RuleKind::Degraded {
+                for_: self.opt_duration(src, t, "for", Duration::ZERO),
+            },
+        });
+
+        if self.errors.len() != errors_before {
+            return;
+        }
+        let (Some(name), Some(kind), Some(receiver)) = (name, kind, receiver) else {
+            return;
+        };
+        let severity = severity.unwrap_or(match kind {
+            RuleKind::Down { .. } | RuleKind::ProbeOffline { .. } => Severity::Page,
+            RuleKind::Latency { .. } | RuleKind::CertExpiry { .. } => Severity::Ticket,
+            RuleKind::Degraded { .. } => Severity::Info,
+        });
+        self.rules.push(Rule {
+            name,
+            kind,
+            matchers,
+            severity,
+            receiver,
+            annotations,
+        });
+    }
+
+    fn matchers(&mut self, src: &Src<'_>, v: &Value<'_>) -> Vec<Matcher> {
+        let DeValue::Table(t) = v.get_ref() else {
+            self.error(
+                src.loc(&v.span()),
+                format!(
+                    "match: expected a table of label matchers like {{ team = \"web\" }}, found {}",
+                    type_name(v.get_ref())
+                ),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (k, v) in t.iter() {
+            let name: &str = k.get_ref();
+            if !label_name_valid(name) {
+                self.error(
+                    src.loc(&k.span()),
+                    format!("match: {name:?} is not a valid label name (expected [a-zA-Z_][a-zA-Z0-9_]*)"),
+                );
+                continue;
+            }
+            let Some(value) = self.string(src, &format!("match.{name}"), v) else {
+                continue;
+            };
+            match Matcher::parse(name, value) {
+                Ok(m) => out.push(m),
+                Err(e) => self.error(src.loc(&v.span()), format!("match.{name}: {e}")),
+            }
+        }
+        out
+    }
+
+    fn annotations(&mut self, src: &Src<'_>, v: &Value<'_>) -> BTreeMap<String, Template> {
+        let DeValue::Table(t) = v.get_ref() else {
+            self.error(
+                src.loc(&v.span()),
+                format!(
+                    "annotations: expected a table of templates, found {}",
+                    type_name(v.get_ref())
+                ),
+            );
+            return BTreeMap::new();
+        };
+        let mut out = BTreeMap::new();
+        for (k, v) in t.iter() {
+            let key = format!("annotations.{}", k.get_ref());
+            let Some(s) = self.string(src, &key, v) else {
+                continue;
+            };
+            match Template::parse_at(s) {
+                Ok(tpl) => {
+                    out.insert(k.get_ref().to_string(), tpl);
+                }
+                Err((n, e)) => {
+                    // Point at the placeholder when the source spells it
+                    // plainly (no escapes inside `{{`), else at the value.
+                    let span = v.span();
+                    let at = src
+                        .text
+                        .get(span.clone())
+                        .and_then(|raw| raw.match_indices("{{").nth(n))
+                        .map_or(span.start, |(i, _)| span.start + i);
+                    self.error(src.loc(&(at..at)), format!("{key}: {e}"));
+                }
+            }
+        }
+        out
+    }
+
+    fn quorum(&mut self, src: &Src<'_>, v: Option<&Value<'_>>) -> Quorum {
+        let Some(v) = v else {
+            return Quorum::default();
+        };
+        let parsed = match v.get_ref() {
+            DeValue::String(s) => s.parse::<Quorum>().map_err(|e| e.to_string()),
+            DeValue::Integer(i) => i
+                .as_str()
+                .replace('_', "")
+                .parse::<Quorum>()
+                .map_err(|e| e.to_string()),
+            other => Err(format!(
+                "expected \"any\", \"majority\", \"all\" or a number of regions, found {}",
+                type_name(other)
+            )),
+        };
+        parsed.unwrap_or_else(|e| {
+            self.error(src.loc(&v.span()), format!("quorum: {e}"));
+            Quorum::default()
+        })
+    }
+
+    fn percentile(&mut self, src: &Src<'_>, v: &Value<'_>) -> f64 {
+        let raw = match v.get_ref() {
+            DeValue::Integer(i) if i.radix() == 10 => Some(i.as_str()),
+            DeValue::Float(f) => Some(f.as_str()),
+            _ => None,
+        };
+        let p = raw.and_then(|s| s.replace('_', "").parse::<f64>().ok());
+        match p {
+            Some(p) if p > 0.0 && p <= 100.0 => p,
+            Some(p) => {
+                self.error(
+                    src.loc(&v.span()),
+                    format!("percentile: {p} is out of range: expected a number with 0 < p <= 100"),
+                );
+                DEFAULT_PERCENTILE
+            }
+            None => {
+                self.error(
+                    src.loc(&v.span()),
+                    format!(
+                        "percentile: expected a number with 0 < p <= 100 (e.g. 99), found {}",
+                        type_name(v.get_ref())
+                    ),
+                );
+                DEFAULT_PERCENTILE
+            }
+        }
+    }
+
+    fn phase(&mut self, src: &Src<'_>, v: &Value<'_>) -> Option<Phase> {
+        let s = self.string(src, "phase", v)?;
+        if s == "total" {
+            return None;
+        }
+        let phase = Phase::ALL.into_iter().find(|p| p.as_str() == s);
+        if phase.is_none() {
+            self.error(
+                src.loc(&v.span()),
+                format!(
+                    "phase: unknown phase {s:?}, expected one of {}",
+                    PHASES.join(", ")
+                ),
+            );
+        }
+        phase
+    }
+
+    fn opt_duration(
+        &mut self,
+        src: &Src<'_>,
+        t: &DeTable<'_>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
+        match t.get(key) {
+            None => default,
+            Some(v) => self.duration(src, key, v).unwrap_or(default),
+        }
+    }
+
+    fn string<'v>(&mut self, src: &Src<'_>, key: &str, v: &'v Value<'_>) -> Option<&'v str> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(s.as_ref()),
+            other => {
+                self.error(
+                    src.loc(&v.span()),
+                    format!("{key}: expected a string, found {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, src: &Src<'_>, key: &str, v: &Value<'_>) -> Option<Duration> {
+        let s = self.string(src, key, v)?;
+        match humantime::parse_duration(s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(
+                    src.loc(&v.span()),
+                    format!("{key}: invalid duration {s:?}: {e} (expected e.g. \"30s\", \"5m\", \"14d\")"),
+                );
+                None
+            }
+        }
+    }
+}
