@@ -58,7 +58,7 @@ pub enum Command {
     /// Load and validate configuration; print every error and exit 2 if any.
     ///
     /// DIR is a directory of probe definitions (*.toml), or a directory that
-    /// holds a probes/ directory.
+    /// holds probes/ and/or alert-rules/ (both are validated).
     #[command(verbatim_doc_comment)]
     Validate(ValidateArgs),
 }
@@ -293,28 +293,47 @@ fn init_logging() {
 }
 
 fn run_validate(args: ValidateArgs) -> ExitCode {
-    let probes = if args.dir.join("probes").is_dir() {
-        args.dir.join("probes")
-    } else {
-        args.dir.clone()
-    };
-    match crate::probe::config::load_dir(&probes) {
-        Ok(cfg) => {
-            println!(
+    // DIR is a probes directory, or a directory holding probes/ and alert-rules/.
+    let (probes, rules) =
+        if args.dir.join("probes").is_dir() || args.dir.join("alert-rules").is_dir() {
+            (
+                Some(args.dir.join("probes")).filter(|d| d.is_dir()),
+                Some(args.dir.join("alert-rules")).filter(|d| d.is_dir()),
+            )
+        } else {
+            (Some(args.dir.clone()), None)
+        };
+    let mut errors = Vec::new();
+    if let Some(dir) = &probes {
+        match crate::probe::config::load_dir(dir) {
+            Ok(cfg) => println!(
                 "{}: {} checks, {} modules in {} files: OK",
-                probes.display(),
+                dir.display(),
                 cfg.checks.len(),
                 cfg.modules.len(),
                 cfg.files.len()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!("{} error(s)", errors.0.len());
-            ExitCode::from(EXIT_USAGE)
+            ),
+            Err(e) => errors.extend(e.0),
         }
     }
+    if let Some(dir) = &rules {
+        match crate::coordinator::rules::load_dir(dir) {
+            Ok(r) => println!(
+                "{}: {} rules in {} files: OK",
+                dir.display(),
+                r.rules.len(),
+                r.files.len()
+            ),
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    if errors.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let n = errors.len();
+    eprintln!("{}", crate::probe::config::ConfigErrors(errors));
+    eprintln!("{n} error(s)");
+    ExitCode::from(EXIT_USAGE)
 }
 
 fn run_probe(args: ProbeArgs) -> ExitCode {

@@ -246,3 +246,30 @@ fn validate_reports_every_error_and_exits_2_or_accepts_the_examples() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
 }
+
+#[test]
+fn validate_covers_alert_rules_next_to_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("probes")).unwrap();
+    std::fs::create_dir(dir.path().join("alert-rules")).unwrap();
+    std::fs::write(
+        dir.path().join("probes/web.toml"),
+        "[[check]]\nname = \"web\"\ntarget = \"http://127.0.0.1:1/\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("alert-rules/rules.toml"),
+        "[[rule]]\nname = \"slow\"\nkind = \"latency\"\nthreshold = \"800ms\"\npercentile = 120\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_varde"))
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rules.toml:5:14:"), "{err}");
+    assert!(err.contains("1 error(s)"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 checks"));
+}
