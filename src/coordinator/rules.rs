@@ -388,47 +388,7 @@ fn one_line(s: &str) -> String {
 
 /// Loads every `*.toml` directly in `dir`, in name order.
 pub fn load_dir(dir: &Path) -> Result<Rules, ConfigErrors> {
-    let whole = |message: String| {
-        ConfigErrors(vec![ConfigError {
-            file: dir.to_owned(),
-            line: 0,
-            column: 0,
-            message,
-        }])
-    };
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read the directory: {e}")))?;
-    let mut paths = Vec::new();
-    for entry in entries {
-        let path = entry
-            .map_err(|e| whole(format!("cannot read the directory: {e}")))?
-            .path();
-        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
-            paths.push(path);
-        }
-    }
-    paths.sort();
-    let mut files = Vec::with_capacity(paths.len());
-    let mut unreadable = Vec::new();
-    for path in paths {
-        match std::fs::read_to_string(&path) {
-            Ok(text) => files.push((path, text)),
-            Err(e) => unreadable.push(ConfigError {
-                file: path,
-                line: 0,
-                column: 0,
-                message: format!("cannot read the file: {e}"),
-            }),
-        }
-    }
-    match parse_files(&files) {
-        Ok(rules) if unreadable.is_empty() => Ok(rules),
-        Ok(_) => Err(ConfigErrors(unreadable)),
-        Err(ConfigErrors(mut errors)) => {
-            unreadable.append(&mut errors);
-            Err(ConfigErrors(unreadable))
-        }
-    }
+    crate::probe::config::load_toml_dir(dir, parse_files)
 }
 
 /// Parses and validates files given as (path, contents).

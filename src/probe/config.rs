@@ -195,6 +195,16 @@ impl std::error::Error for ConfigErrors {}
 
 /// Loads every `*.toml` directly in `dir`, in name order.
 pub fn load_dir(dir: &Path) -> Result<ProbeConfig, ConfigErrors> {
+    load_toml_dir(dir, parse_files)
+}
+
+/// Reads every `*.toml` directly in `dir`, in name order, and hands them to
+/// `parse`; files that cannot be read are reported beside `parse`'s errors.
+/// Shared by the probe config and the alert rules.
+pub(crate) fn load_toml_dir<T>(
+    dir: &Path,
+    parse: impl FnOnce(&[(PathBuf, String)]) -> Result<T, ConfigErrors>,
+) -> Result<T, ConfigErrors> {
     let whole = |message: String| {
         ConfigErrors(vec![ConfigError {
             file: dir.to_owned(),
@@ -227,8 +237,8 @@ pub fn load_dir(dir: &Path) -> Result<ProbeConfig, ConfigErrors> {
             }),
         }
     }
-    match parse_files(&files) {
-        Ok(config) if unreadable.is_empty() => Ok(config),
+    match parse(&files) {
+        Ok(parsed) if unreadable.is_empty() => Ok(parsed),
         Ok(_) => Err(ConfigErrors(unreadable)),
         Err(ConfigErrors(mut errors)) => {
             unreadable.append(&mut errors);
