@@ -1,8 +1,10 @@
 //! `varde probe` and `varde validate` as an operator runs them: the built
 //! binary, real signals (SIGHUP reload, SIGTERM shutdown) and exit codes.
 
+mod std_http;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -13,25 +15,10 @@ const PATIENCE: Duration = Duration::from_secs(15);
 
 /// Answers every connection with 200 (at most `max` connections).
 fn http_ok(max: usize) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for stream in listener.incoming().take(max) {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let mut got = Vec::new();
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 64 * 1024 {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
-            let _ = s.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-            );
-        }
-    });
-    port
+    std_http::http_responder(
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+        max,
+    )
 }
 
 /// A plain HTTP GET with a deadline; the body.
