@@ -821,16 +821,9 @@ impl Loader {
     }
 
     fn string<'v>(&mut self, src: &Src<'_>, key: &str, v: &'v Value<'_>) -> Option<&'v str> {
-        match v.get_ref() {
-            DeValue::String(s) => Some(s.as_ref()),
-            other => {
-                self.error(
-                    src.loc(&v.span()),
-                    format!("{key}: expected a string, found {}", type_name(other)),
-                );
-                None
-            }
-        }
+        crate::probe::config::expect_str(src, key, v)
+            .map_err(|(at, message)| self.error(at, message))
+            .ok()
     }
 
     fn duration(&mut self, src: &Src<'_>, key: &str, v: &Value<'_>) -> Option<Duration> {

@@ -332,6 +332,22 @@ struct Defaults<'i> {
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
+/// The string in `v`, or where it is and what was expected instead.
+/// Shared by the probe config and the alert rules.
+pub(crate) fn expect_str<'v>(
+    src: &Src<'_>,
+    key: &str,
+    v: &'v Spanned<DeValue<'_>>,
+) -> Result<&'v str, (Loc, String)> {
+    match v.get_ref() {
+        DeValue::String(s) => Ok(s.as_ref()),
+        other => Err((
+            src.loc(&v.span()),
+            format!("{key}: expected a string, found {}", type_name(other)),
+        )),
+    }
+}
+
 impl Loader {
     fn error(&mut self, at: Loc, message: impl Into<String>) {
         self.errors.push((at, message.into()));
@@ -879,16 +895,9 @@ impl Loader {
     // --- value helpers: report and return None when the value is wrong ---
 
     fn string<'v>(&mut self, src: &Src<'_>, key: &str, v: &'v Value<'_>) -> Option<&'v str> {
-        match v.get_ref() {
-            DeValue::String(s) => Some(s.as_ref()),
-            other => {
-                self.error(
-                    src.loc(&v.span()),
-                    format!("{key}: expected a string, found {}", type_name(other)),
-                );
-                None
-            }
-        }
+        expect_str(src, key, v)
+            .map_err(|(at, message)| self.error(at, message))
+            .ok()
     }
 
     fn table<'v, 'i>(
