@@ -2,9 +2,11 @@
 //! per-check verdicts across regions, incidents, and the store that persists
 //! them. So far: [`verdict`], the pure (no I/O, no clock) per-region state and
 //! per-check verdict logic; [`rules`], the validated `alert-rules/*.toml`;
-//! and [`store`], the SQLite store that persists results, check state and
-//! (soon) incidents.
+//! [`silence`], silences and weekly maintenance windows (pure, `now` as an
+//! argument); and [`store`], the SQLite store that persists results, check
+//! state and (soon) incidents.
 
 pub mod rules;
+pub mod silence;
 pub mod store;
 pub mod verdict;

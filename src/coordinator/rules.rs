@@ -237,13 +237,14 @@ impl FromStr for Severity {
 
 /// One label matcher: `name` compared with the label's value (the empty
 /// string when the label is absent).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Matcher {
     pub name: String,
     pub op: MatchOp,
 }
 
-/// How a [`Matcher`] compares.
+/// How a [`Matcher`] compares. A regex is held as [`Matcher::parse`]
+/// builds it, `^(?:regex)$`.
 #[derive(Clone, Debug)]
 pub enum MatchOp {
     /// `"value"`
@@ -254,6 +255,19 @@ pub enum MatchOp {
     Regex(Regex),
     /// `"!~regex"`, anchored at both ends.
     NotRegex(Regex),
+}
+
+/// Regexes are equal when written the same.
+impl PartialEq for MatchOp {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (MatchOp::Equal(a), MatchOp::Equal(b))
+            | (MatchOp::NotEqual(a), MatchOp::NotEqual(b)) => a == b,
+            (MatchOp::Regex(a), MatchOp::Regex(b))
+            | (MatchOp::NotRegex(a), MatchOp::NotRegex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
 }
 
 impl Matcher {
@@ -280,6 +294,31 @@ impl Matcher {
         })
     }
 
+    /// The value as written in `match = { name = "value" }`: the inverse of
+    /// [`Matcher::parse`]: a literal leading `~`, `!` or `\` gets a `\` in
+    /// front.
+    pub fn written(&self) -> String {
+        fn literal(v: &str) -> String {
+            if v.starts_with(['~', '!', '\\']) {
+                format!("\\{v}")
+            } else {
+                v.to_owned()
+            }
+        }
+        fn unanchored(re: &Regex) -> &str {
+            let s = re.as_str();
+            s.strip_prefix("^(?:")
+                .and_then(|s| s.strip_suffix(")$"))
+                .unwrap_or(s)
+        }
+        match &self.op {
+            MatchOp::Equal(v) => literal(v),
+            MatchOp::NotEqual(v) => format!("!{}", literal(v)),
+            MatchOp::Regex(re) => format!("~{}", unanchored(re)),
+            MatchOp::NotRegex(re) => format!("!~{}", unanchored(re)),
+        }
+    }
+
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         let v = labels.get(&self.name).map_or("", String::as_str);
         match &self.op {
@@ -289,6 +328,39 @@ impl Matcher {
             MatchOp::NotRegex(re) => !re.is_match(v),
         }
     }
+}
+
+/// Parses a matcher set in its map form, the same as `match = { ... }` in
+/// config (and in the JSON API). Every error names its label; several are
+/// joined with "; ".
+pub fn parse_matchers(map: &BTreeMap<String, String>) -> Result<Vec<Matcher>, String> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (name, value) in map {
+        if !label_name_valid(name) {
+            errors.push(invalid_label_name(name));
+            continue;
+        }
+        match Matcher::parse(name, value) {
+            Ok(m) => out.push(m),
+            Err(e) => errors.push(format!("match.{name}: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// The map form of a matcher set: the inverse of [`parse_matchers`]. Of two
+/// matchers on one label (which config cannot express) the last wins.
+pub fn matchers_map(ms: &[Matcher]) -> BTreeMap<String, String> {
+    ms.iter().map(|m| (m.name.clone(), m.written())).collect()
+}
+
+fn invalid_label_name(name: &str) -> String {
+    format!("match: {name:?} is not a valid label name (expected [a-zA-Z_][a-zA-Z0-9_]*)")
 }
 
 /// An annotation template: text with `{{ field }}` placeholders.
@@ -684,10 +756,7 @@ impl Loader {
         for (k, v) in t.iter() {
             let name: &str = k.get_ref();
             if !label_name_valid(name) {
-                self.error(
-                    src.loc(&k.span()),
-                    format!("match: {name:?} is not a valid label name (expected [a-zA-Z_][a-zA-Z0-9_]*)"),
-                );
+                self.error(src.loc(&k.span()), invalid_label_name(name));
                 continue;
             }
             let Some(value) = self.string(src, &format!("match.{name}"), v) else {
