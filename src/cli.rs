@@ -319,9 +319,11 @@ fn run_validate(args: ValidateArgs) -> ExitCode {
     if let Some(dir) = &rules {
         match crate::coordinator::rules::load_dir(dir) {
             Ok(r) => println!(
-                "{}: {} rules in {} files: OK",
+                "{}: {} rules, {} silences, {} maintenance windows in {} files: OK",
                 dir.display(),
                 r.rules.len(),
+                r.silences.len(),
+                r.maintenance.len(),
                 r.files.len()
             ),
             Err(e) => errors.extend(e.0),

@@ -1,6 +1,9 @@
 //! `alert-rules/*.toml`: which verdicts become alerts, how urgent they are
-//! and who gets them. Loaded and validated up front, like `probes/*.toml`:
-//! every problem is reported at once as `file:line:column: message`.
+//! and who gets them, and when they are held back (silences and maintenance
+//! windows). Loaded and validated up front, like `probes/*.toml`: every
+//! problem is reported at once as `file:line:column: message`. A file holds
+//! any mix of `[[rule]]`, `[[silence]]` and `[[maintenance]]` tables; any
+//! other top-level key, or a key a table does not take, is an error.
 //!
 //! ```toml
 //! [[rule]]
@@ -52,6 +55,32 @@
 //! the empty string; there is no escape for a literal `{{`. The fields are
 //! [`TEMPLATE_FIELDS`] and `labels.NAME` (the check's label `NAME`); any
 //! other name is a configuration error, reported at its `{{`.
+//!
+//! **Silences** hold back alerts of matching checks for a fixed stretch of
+//! time; **maintenance windows** do so every week. Their exact semantics
+//! (time zones, daylight-saving changes, windows across midnight) are in
+//! [`super::silence`].
+//!
+//! ```toml
+//! [[silence]]
+//! match = { check = "api-health", env = "prod" }  # required, at least one matcher
+//! starts_at = "2026-11-24T22:00:00Z"   # required, RFC 3339 (or a TOML offset date-time)
+//! ends_at = "2026-11-25T02:00:00Z"     # required, after starts_at; exclusive
+//! author = "alice"                     # required
+//! comment = "DB migration"             # optional
+//!
+//! [[maintenance]]
+//! name = "db-weekly"         # required, unique among maintenance windows
+//! match = { team = "db" }    # required, at least one matcher
+//! days = ["sat", "sun"]      # required: the local days a window starts on;
+//!                            # mon tue wed thu fri sat sun or full names, any case
+//! start = "22:00"            # required, local HH:MM or HH:MM:SS
+//! end = "04:00"              # required; at or before start: the next day
+//! timezone = "Europe/Oslo"   # required, IANA name
+//! comment = "weekly vacuum"  # optional
+//! ```
+//!
+//! A day listed twice, an empty `days` and an empty `match` are errors.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -59,10 +88,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use chrono::{DateTime, NaiveTime, Utc, Weekday};
+use chrono_tz::Tz;
 use regex::Regex;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::silence::{self, Maintenance, Silence};
 use super::verdict::Quorum;
 use crate::check::Phase;
 use crate::probe::config::{ConfigError, ConfigErrors, Loc, Src, type_name, unknown};
@@ -127,11 +159,13 @@ const PHASES: &[&str] = &[
 
 // === public types ===
 
-/// Every rule `alert-rules/*.toml` defines, validated.
+/// Everything `alert-rules/*.toml` defines, validated.
 #[derive(Clone, Debug, Default)]
 pub struct Rules {
-    /// In file order, then in the order written.
+    /// In file order, then in the order written (so are the others).
     pub rules: Vec<Rule>,
+    pub silences: Vec<Silence>,
+    pub maintenance: Vec<Maintenance>,
     /// The files read, in the order read.
     pub files: Vec<PathBuf>,
 }
@@ -237,13 +271,14 @@ impl FromStr for Severity {
 
 /// One label matcher: `name` compared with the label's value (the empty
 /// string when the label is absent).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Matcher {
     pub name: String,
     pub op: MatchOp,
 }
 
-/// How a [`Matcher`] compares.
+/// How a [`Matcher`] compares. A regex is held as [`Matcher::parse`]
+/// builds it, `^(?:regex)$`.
 #[derive(Clone, Debug)]
 pub enum MatchOp {
     /// `"value"`
@@ -254,6 +289,19 @@ pub enum MatchOp {
     Regex(Regex),
     /// `"!~regex"`, anchored at both ends.
     NotRegex(Regex),
+}
+
+/// Regexes are equal when written the same.
+impl PartialEq for MatchOp {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (MatchOp::Equal(a), MatchOp::Equal(b))
+            | (MatchOp::NotEqual(a), MatchOp::NotEqual(b)) => a == b,
+            (MatchOp::Regex(a), MatchOp::Regex(b))
+            | (MatchOp::NotRegex(a), MatchOp::NotRegex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
 }
 
 impl Matcher {
@@ -280,6 +328,31 @@ impl Matcher {
         })
     }
 
+    /// The value as written in `match = { name = "value" }`: the inverse of
+    /// [`Matcher::parse`]: a literal leading `~`, `!` or `\` gets a `\` in
+    /// front.
+    pub fn written(&self) -> String {
+        fn literal(v: &str) -> String {
+            if v.starts_with(['~', '!', '\\']) {
+                format!("\\{v}")
+            } else {
+                v.to_owned()
+            }
+        }
+        fn unanchored(re: &Regex) -> &str {
+            let s = re.as_str();
+            s.strip_prefix("^(?:")
+                .and_then(|s| s.strip_suffix(")$"))
+                .unwrap_or(s)
+        }
+        match &self.op {
+            MatchOp::Equal(v) => literal(v),
+            MatchOp::NotEqual(v) => format!("!{}", literal(v)),
+            MatchOp::Regex(re) => format!("~{}", unanchored(re)),
+            MatchOp::NotRegex(re) => format!("!~{}", unanchored(re)),
+        }
+    }
+
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         let v = labels.get(&self.name).map_or("", String::as_str);
         match &self.op {
@@ -289,6 +362,39 @@ impl Matcher {
             MatchOp::NotRegex(re) => !re.is_match(v),
         }
     }
+}
+
+/// Parses a matcher set in its map form, the same as `match = { ... }` in
+/// config (and in the JSON API). Every error names its label; several are
+/// joined with "; ".
+pub fn parse_matchers(map: &BTreeMap<String, String>) -> Result<Vec<Matcher>, String> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (name, value) in map {
+        if !label_name_valid(name) {
+            errors.push(invalid_label_name(name));
+            continue;
+        }
+        match Matcher::parse(name, value) {
+            Ok(m) => out.push(m),
+            Err(e) => errors.push(format!("match.{name}: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// The map form of a matcher set: the inverse of [`parse_matchers`]. Of two
+/// matchers on one label (which config cannot express) the last wins.
+pub fn matchers_map(ms: &[Matcher]) -> BTreeMap<String, String> {
+    ms.iter().map(|m| (m.name.clone(), m.written())).collect()
+}
+
+fn invalid_label_name(name: &str) -> String {
+    format!("match: {name:?} is not a valid label name (expected [a-zA-Z_][a-zA-Z0-9_]*)")
 }
 
 /// An annotation template: text with `{{ field }}` placeholders.
@@ -397,6 +503,8 @@ pub fn parse_files(files: &[(PathBuf, String)]) -> Result<Rules, ConfigErrors> {
         files: files.iter().map(|(p, _)| p.clone()).collect(),
         errors: Vec::new(),
         rules: Vec::new(),
+        silences: Vec::new(),
+        maintenance: Vec::new(),
         names: HashMap::new(),
     };
     for (idx, (path, text)) in files.iter().enumerate() {
@@ -420,18 +528,59 @@ pub fn parse_files(files: &[(PathBuf, String)]) -> Result<Rules, ConfigErrors> {
     }
     Ok(Rules {
         rules: l.rules,
+        silences: l.silences,
+        maintenance: l.maintenance,
         files: l.files,
     })
 }
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
+/// A kind of top-level table (`[[rule]]`, ...) and how to read one.
+struct TableKind {
+    /// The top-level key.
+    key: &'static str,
+    /// What one table is, in messages.
+    noun: &'static str,
+    read: fn(&mut Loader, &Src<'_>, &Value<'_>, &DeTable<'_>),
+}
+
+/// The tables an alert-rules file may hold, each an array of tables.
+const TABLE_KINDS: &[TableKind] = &[
+    TableKind {
+        key: "rule",
+        noun: "rule",
+        read: Loader::rule,
+    },
+    TableKind {
+        key: "silence",
+        noun: "silence",
+        read: Loader::silence,
+    },
+    TableKind {
+        key: "maintenance",
+        noun: "maintenance window",
+        read: Loader::maintenance,
+    },
+];
+
+const SILENCE_KEYS: &[&str] = &["match", "starts_at", "ends_at", "author", "comment"];
+const MAINTENANCE_KEYS: &[&str] = &[
+    "name", "match", "days", "start", "end", "timezone", "comment",
+];
+
+/// What `starts_at` and `ends_at` take.
+const INSTANT_HINT: &str = "an RFC 3339 date-time, e.g. \"2026-11-24T22:00:00Z\"";
+
 struct Loader {
     files: Vec<PathBuf>,
     errors: Vec<(Loc, String)>,
     rules: Vec<Rule>,
-    /// Where each rule name was first defined.
-    names: HashMap<String, Loc>,
+    silences: Vec<Silence>,
+    maintenance: Vec<Maintenance>,
+    /// Where each name was first defined, by table kind (names are unique
+    /// within a kind).
+    names: HashMap<(&'static str, String), Loc>,
 }
 
 impl Loader {
@@ -449,25 +598,79 @@ impl Loader {
             }
         };
         for (k, v) in doc.iter() {
-            if k.get_ref() != "rule" {
-                self.error(src.loc(&k.span()), unknown(k.get_ref(), &["rule"]));
+            let key: &str = k.get_ref();
+            let Some(kind) = TABLE_KINDS.iter().find(|kind| kind.key == key) else {
+                let keys: Vec<&str> = TABLE_KINDS.iter().map(|kind| kind.key).collect();
+                self.error(src.loc(&k.span()), unknown(key, &keys));
                 continue;
-            }
-            let DeValue::Array(rules) = v.get_ref() else {
+            };
+            let DeValue::Array(tables) = v.get_ref() else {
                 self.error(
                     src.loc(&v.span()),
-                    "rule: expected an array of tables: write each rule under its own [[rule]] header",
+                    format!(
+                        "{key}: expected an array of tables: write each {} under its own [[{key}]] header",
+                        kind.noun
+                    ),
                 );
                 continue;
             };
-            for r in rules.iter() {
-                match r.get_ref() {
-                    DeValue::Table(t) => self.rule(src, r, t),
+            for item in tables.iter() {
+                match item.get_ref() {
+                    DeValue::Table(t) => (kind.read)(self, src, item, t),
                     other => self.error(
-                        src.loc(&r.span()),
-                        format!("rule: expected a table, found {}", type_name(other)),
+                        src.loc(&item.span()),
+                        format!("{key}: expected a table, found {}", type_name(other)),
                     ),
                 }
+            }
+        }
+    }
+
+    /// A non-empty `name`, claimed among the names of `kind` so a later
+    /// duplicate is an error (the first one wins, even if its table has
+    /// other errors).
+    fn unique_name(&mut self, src: &Src<'_>, kind: &'static str, v: &Value<'_>) -> Option<String> {
+        let s = self.string(src, "name", v)?;
+        let here = src.loc(&v.span());
+        if s.trim().is_empty() {
+            self.error(here, "name: must not be empty");
+            return None;
+        }
+        match self.names.get(&(kind, s.to_owned())) {
+            Some(first) => {
+                let place = format!("{}:{}", self.files[first.file].display(), first.line);
+                self.error(
+                    here,
+                    format!("name: duplicate {kind} name {s:?} (first defined at {place})"),
+                );
+            }
+            None => {
+                self.names.insert((kind, s.to_owned()), here);
+            }
+        }
+        Some(s.to_owned())
+    }
+
+    /// `t[key]`, or an error at the table's header naming what is missing.
+    fn required<'t, 'i>(
+        &mut self,
+        at: Loc,
+        t: &'t DeTable<'i>,
+        table: &str,
+        key: &str,
+        hint: &str,
+    ) -> Option<&'t Value<'i>> {
+        let v = t.get(key);
+        if v.is_none() {
+            self.error(at, format!("{table}: missing `{key}` ({hint})"));
+        }
+        v
+    }
+
+    fn unknown_keys(&mut self, src: &Src<'_>, t: &DeTable<'_>, known: &[&str]) {
+        for (k, _) in t.iter() {
+            if !known.contains(&k.get_ref().as_ref()) {
+                self.error(src.loc(&k.span()), unknown(k.get_ref(), known));
             }
         }
     }
@@ -482,26 +685,7 @@ impl Loader {
                 self.error(at, "rule: missing `name`");
                 None
             }
-            Some(v) => match self.string(src, "name", v) {
-                Some(s) if s.trim().is_empty() => {
-                    self.error(src.loc(&v.span()), "name: must not be empty");
-                    None
-                }
-                Some(s) => {
-                    let here = src.loc(&v.span());
-                    if let Some(first) = self.names.get(s) {
-                        let place = format!("{}:{}", self.files[first.file].display(), first.line);
-                        self.error(
-                            here,
-                            format!("name: duplicate rule name {s:?} (first defined at {place})"),
-                        );
-                    } else {
-                        self.names.insert(s.to_owned(), here);
-                    }
-                    Some(s.to_owned())
-                }
-                None => None,
-            },
+            Some(v) => self.unique_name(src, "rule", v),
         };
 
         let kind = match get("kind") {
@@ -669,6 +853,245 @@ impl Loader {
         });
     }
 
+    fn silence(&mut self, src: &Src<'_>, header: &Value<'_>, t: &DeTable<'_>) {
+        let at = src.loc(&header.span());
+        let errors_before = self.errors.len();
+        self.unknown_keys(src, t, SILENCE_KEYS);
+
+        let matchers = self.required_matchers(
+            src,
+            at,
+            t,
+            "silence",
+            "a silence needs at least one label matcher (a silence of everything would hide every alert)",
+        );
+        let starts_at = self
+            .required(at, t, "silence", "starts_at", INSTANT_HINT)
+            .and_then(|v| self.instant(src, "starts_at", v));
+        let ends_at_v = self.required(at, t, "silence", "ends_at", INSTANT_HINT);
+        let ends_at = ends_at_v.and_then(|v| self.instant(src, "ends_at", v));
+        if let (Some(starts_at), Some(ends_at), Some(v)) = (starts_at, ends_at, ends_at_v)
+            && ends_at <= starts_at
+        {
+            self.error(
+                src.loc(&v.span()),
+                format!(
+                    "ends_at: must be after starts_at ({})",
+                    starts_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                ),
+            );
+        }
+        let author = self
+            .required(at, t, "silence", "author", "who made the silence")
+            .and_then(|v| self.non_empty(src, "author", v));
+        let comment = self.comment(src, t);
+
+        if self.errors.len() != errors_before {
+            return;
+        }
+        let (Some(starts_at), Some(ends_at), Some(author)) = (starts_at, ends_at, author) else {
+            return;
+        };
+        match Silence::new(matchers, starts_at, ends_at, author, comment) {
+            Ok(silence) => self.silences.push(silence),
+            Err(e) => self.error(at, format!("silence: {e}")),
+        }
+    }
+
+    fn maintenance(&mut self, src: &Src<'_>, header: &Value<'_>, t: &DeTable<'_>) {
+        let at = src.loc(&header.span());
+        let errors_before = self.errors.len();
+        self.unknown_keys(src, t, MAINTENANCE_KEYS);
+
+        let name = self
+            .required(
+                at,
+                t,
+                "maintenance",
+                "name",
+                "unique among maintenance windows",
+            )
+            .and_then(|v| self.unique_name(src, "maintenance", v));
+        let matchers = self.required_matchers(
+            src,
+            at,
+            t,
+            "maintenance",
+            "a maintenance window needs at least one label matcher (a window over everything would hide every alert)",
+        );
+        let days = self
+            .required(
+                at,
+                t,
+                "maintenance",
+                "days",
+                "e.g. days = [\"sat\", \"sun\"]",
+            )
+            .and_then(|v| self.days(src, v));
+        let start = self
+            .required(
+                at,
+                t,
+                "maintenance",
+                "start",
+                "the local time the window opens, e.g. \"22:00\"",
+            )
+            .and_then(|v| self.time_of_day(src, "start", v));
+        let end = self
+            .required(
+                at,
+                t,
+                "maintenance",
+                "end",
+                "the local time the window closes, e.g. \"04:00\"",
+            )
+            .and_then(|v| self.time_of_day(src, "end", v));
+        let tz = self
+            .required(
+                at,
+                t,
+                "maintenance",
+                "timezone",
+                "an IANA name like \"Europe/Oslo\"",
+            )
+            .and_then(|v| self.timezone(src, v));
+        let comment = self.comment(src, t);
+
+        if self.errors.len() != errors_before {
+            return;
+        }
+        let (Some(name), Some(days), Some(start), Some(end), Some(tz)) =
+            (name, days, start, end, tz)
+        else {
+            return;
+        };
+        self.maintenance.push(Maintenance {
+            name,
+            matchers,
+            days,
+            start,
+            end,
+            tz,
+            comment,
+        });
+    }
+
+    /// A `match` that must be present and name at least one label.
+    fn required_matchers(
+        &mut self,
+        src: &Src<'_>,
+        at: Loc,
+        t: &DeTable<'_>,
+        table: &str,
+        why_not_empty: &str,
+    ) -> Vec<Matcher> {
+        let Some(v) = self.required(
+            at,
+            t,
+            table,
+            "match",
+            "at least one label matcher, e.g. match = { check = \"api-health\" }",
+        ) else {
+            return Vec::new();
+        };
+        if let DeValue::Table(m) = v.get_ref()
+            && m.is_empty()
+        {
+            self.error(
+                src.loc(&v.span()),
+                format!("match: must not be empty: {why_not_empty}"),
+            );
+        }
+        self.matchers(src, v)
+    }
+
+    /// An RFC 3339 string, or a TOML offset date-time.
+    fn instant(&mut self, src: &Src<'_>, key: &str, v: &Value<'_>) -> Option<DateTime<Utc>> {
+        let parsed = match v.get_ref() {
+            DeValue::Datetime(dt)
+                if dt.date.is_some() && dt.time.is_some() && dt.offset.is_some() =>
+            {
+                silence::parse_instant(&dt.to_string())
+            }
+            DeValue::Datetime(dt) => Err(format!(
+                "{dt} is not a date and time with a UTC offset (expected e.g. \"2026-11-24T22:00:00Z\")"
+            )),
+            _ => silence::parse_instant(self.string(src, key, v)?),
+        };
+        parsed
+            .map_err(|e| self.error(src.loc(&v.span()), format!("{key}: {e}")))
+            .ok()
+    }
+
+    /// `HH:MM` or `HH:MM:SS` as a string, or a TOML local time.
+    fn time_of_day(&mut self, src: &Src<'_>, key: &str, v: &Value<'_>) -> Option<NaiveTime> {
+        let parsed = match v.get_ref() {
+            DeValue::Datetime(dt) if dt.date.is_none() && dt.offset.is_none() => {
+                silence::parse_time_of_day(&dt.to_string())
+            }
+            _ => silence::parse_time_of_day(self.string(src, key, v)?),
+        };
+        parsed
+            .map_err(|e| self.error(src.loc(&v.span()), format!("{key}: {e}")))
+            .ok()
+    }
+
+    fn days(&mut self, src: &Src<'_>, v: &Value<'_>) -> Option<Vec<Weekday>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            self.error(
+                src.loc(&v.span()),
+                format!(
+                    "days: expected an array of day names like [\"sat\", \"sun\"], found {}",
+                    type_name(v.get_ref())
+                ),
+            );
+            return None;
+        };
+        if items.is_empty() {
+            self.error(src.loc(&v.span()), "days: must name at least one day");
+            return None;
+        }
+        let mut days = Vec::new();
+        for item in items.iter() {
+            let Some(s) = self.string(src, "days", item) else {
+                continue;
+            };
+            match silence::parse_weekday(s) {
+                Ok(day) if days.contains(&day) => self.error(
+                    src.loc(&item.span()),
+                    format!("days: {s:?} names a day already listed"),
+                ),
+                Ok(day) => days.push(day),
+                Err(e) => self.error(src.loc(&item.span()), format!("days: {e}")),
+            }
+        }
+        Some(days)
+    }
+
+    fn timezone(&mut self, src: &Src<'_>, v: &Value<'_>) -> Option<Tz> {
+        let s = self.string(src, "timezone", v)?;
+        silence::parse_timezone(s)
+            .map_err(|e| self.error(src.loc(&v.span()), format!("timezone: {e}")))
+            .ok()
+    }
+
+    /// The optional free-text `comment`, "" when absent.
+    fn comment(&mut self, src: &Src<'_>, t: &DeTable<'_>) -> String {
+        t.get("comment")
+            .and_then(|v| self.string(src, "comment", v))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn non_empty(&mut self, src: &Src<'_>, key: &str, v: &Value<'_>) -> Option<String> {
+        let s = self.string(src, key, v)?;
+        if s.trim().is_empty() {
+            self.error(src.loc(&v.span()), format!("{key}: must not be empty"));
+            return None;
+        }
+        Some(s.to_owned())
+    }
+
     fn matchers(&mut self, src: &Src<'_>, v: &Value<'_>) -> Vec<Matcher> {
         let DeValue::Table(t) = v.get_ref() else {
             self.error(
@@ -684,10 +1107,7 @@ impl Loader {
         for (k, v) in t.iter() {
             let name: &str = k.get_ref();
             if !label_name_valid(name) {
-                self.error(
-                    src.loc(&k.span()),
-                    format!("match: {name:?} is not a valid label name (expected [a-zA-Z_][a-zA-Z0-9_]*)"),
-                );
+                self.error(src.loc(&k.span()), invalid_label_name(name));
                 continue;
             }
             let Some(value) = self.string(src, &format!("match.{name}"), v) else {
