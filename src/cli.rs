@@ -55,10 +55,20 @@ pub enum Command {
     /// list for --region and pushes every result there.
     #[command(verbatim_doc_comment)]
     Probe(ProbeArgs),
+    /// Run the coordinator: serves check lists to probes, ingests their
+    /// results, judges checks across regions, and opens, deduplicates and
+    /// resolves incidents (notifications are queued in its store).
+    ///
+    /// DIR holds probes/ (checks), alert-rules/ (rules, silences,
+    /// maintenance windows) and coordinator.toml (probe and API tokens,
+    /// settings). Files are reloaded on change and on SIGHUP; a bad edit
+    /// keeps the running config.
+    #[command(verbatim_doc_comment)]
+    Coordinator(CoordinatorArgs),
     /// Load and validate configuration; print every error and exit 2 if any.
     ///
     /// DIR is a directory of probe definitions (*.toml), or a directory that
-    /// holds probes/ and/or alert-rules/ (both are validated).
+    /// holds probes/, alert-rules/ and coordinator.toml (all are validated).
     #[command(verbatim_doc_comment)]
     Validate(ValidateArgs),
 }
@@ -97,6 +107,23 @@ pub struct ProbeArgs {
     /// How long shutdown waits for in-flight checks and the last push.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// Config directory with probes/, alert-rules/ and coordinator.toml.
+    #[arg(long, value_name = "DIR")]
+    pub config: PathBuf,
+    /// Where the SQLite store (varde.db) lives.
+    #[arg(long, value_name = "DIR", default_value = "data/coordinator")]
+    pub data_dir: PathBuf,
+    /// Address for the API, /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "127.0.0.1:9480")]
+    pub listen: std::net::SocketAddr,
+    /// How often time-driven state (staleness, for-durations, silences,
+    /// probe_offline) is evaluated.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub tick: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -278,6 +305,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check(args) => run_check(args),
         Command::Probe(args) => run_probe(args),
+        Command::Coordinator(args) => run_coordinator(args),
         Command::Validate(args) => run_validate(args),
     }
 }
@@ -293,7 +321,8 @@ fn init_logging() {
 }
 
 fn run_validate(args: ValidateArgs) -> ExitCode {
-    // DIR is a probes directory, or a directory holding probes/ and alert-rules/.
+    // DIR is a probes directory, or a directory holding probes/, alert-rules/
+    // and coordinator.toml.
     let (probes, rules) =
         if args.dir.join("probes").is_dir() || args.dir.join("alert-rules").is_dir() {
             (
@@ -325,6 +354,18 @@ fn run_validate(args: ValidateArgs) -> ExitCode {
                 r.silences.len(),
                 r.maintenance.len(),
                 r.files.len()
+            ),
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    if probes.as_deref() != Some(args.dir.as_path()) {
+        match crate::coordinator::config::load_settings(&args.dir) {
+            Ok(None) => {}
+            Ok(Some((auth, _))) => println!(
+                "{}: {} probe tokens, {} API tokens: OK",
+                args.dir.join(crate::coordinator::config::FILE).display(),
+                auth.probes.len(),
+                auth.api.len()
             ),
             Err(e) => errors.extend(e.0),
         }
@@ -383,6 +424,33 @@ fn run_probe(args: ProbeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("varde probe: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn run_coordinator(args: CoordinatorArgs) -> ExitCode {
+    init_logging();
+    let mut opts = crate::coordinator::daemon::CoordinatorOptions::new(
+        args.config,
+        args.data_dir,
+        args.listen,
+    );
+    opts.tick = args.tick.max(Duration::from_millis(10));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("varde coordinator: cannot start runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match runtime.block_on(crate::coordinator::daemon::run(opts, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("varde coordinator: {e}");
             ExitCode::from(EXIT_USAGE)
         }
     }

@@ -316,7 +316,7 @@ fn check_state_survives_a_reopen_and_still_ignores_replays() {
     }
 
     let store = SqliteStore::open(tmp.path()).unwrap();
-    let mut loaded = store.load_check_states().unwrap();
+    let mut loaded = store.load_check_states::<CheckTrack>().unwrap();
     assert_eq!(
         loaded.keys().collect::<Vec<_>>(),
         ["home", "other"],

@@ -1,11 +1,21 @@
-//! The coordinator, being built piece by piece: ingest of probe results,
-//! per-check verdicts across regions, incidents, and the store that persists
-//! them. So far: [`verdict`], the pure (no I/O, no clock) per-region state and
-//! per-check verdict logic; [`latency`], latency percentiles; [`rules`], the validated `alert-rules/*.toml`;
-//! [`silence`], silences and weekly maintenance windows (pure, `now` as an
-//! argument); and [`store`], the SQLite store that persists results, check
-//! state and (soon) incidents.
+//! The coordinator: the source of truth for checks, the receiver of every
+//! region's results, and the engine that turns them into incidents and
+//! notifications.
+//!
+//! * [`config`] — the config dir (`probes/`, `alert-rules/`,
+//!   `coordinator.toml` with tokens and settings);
+//! * [`verdict`] — pure per-region state and per-check verdicts;
+//! * [`rules`], [`silence`], [`latency`] — alert rules, silences and
+//!   maintenance windows, latency percentiles;
+//! * [`engine`] — results in, incidents and outbox rows out;
+//! * [`store`] — SQLite persistence;
+//! * [`api`] and [`daemon`] — the HTTP API and the `varde coordinator`
+//!   process.
 
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod engine;
 pub mod latency;
 pub mod rules;
 pub mod silence;

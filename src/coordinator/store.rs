@@ -23,9 +23,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::coordinator::verdict::CheckTrack;
+use crate::check::CheckResult;
 use crate::wire::{BatchAck, ResultBatch, ResultRecord};
 
 /// The database file's name inside the data dir.
@@ -42,7 +44,7 @@ const PRUNE_CHUNK: usize = 5_000;
 /// Schema migrations, in order. Script `i` takes the database from
 /// `user_version = i` to `i + 1`, in one transaction. Never edit a released
 /// script: append a new one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -157,6 +159,23 @@ CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX outbox_by_incident ON outbox (incident_id);
 "#;
 
+// v2: what the incident engine needs to resume after a restart: the rule
+// kind and region (probe_offline) of an incident, its receiver, whether and
+// when its firing notification was queued (so that exactly the notified
+// incidents get a resolved one), why its notifications are held now, and
+// whether its check is flapping.
+const SCHEMA_V2: &str = r#"
+ALTER TABLE incidents ADD COLUMN kind TEXT NOT NULL DEFAULT 'down';
+ALTER TABLE incidents ADD COLUMN region TEXT;
+ALTER TABLE incidents ADD COLUMN receiver TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE incidents ADD COLUMN notified_at TEXT;
+ALTER TABLE incidents ADD COLUMN suppressed_by TEXT;
+ALTER TABLE incidents ADD COLUMN flapping INTEGER NOT NULL DEFAULT 0 CHECK (flapping IN (0, 1));
+ALTER TABLE incidents ADD COLUMN resolved_by TEXT;
+ALTER TABLE incidents ADD COLUMN updated_at TEXT;
+CREATE INDEX outbox_by_state ON outbox (state);
+"#;
+
 /// What can go wrong in the store. Messages name files and limits, never
 /// tokens or other secrets.
 #[derive(Debug, thiserror::Error)]
@@ -263,59 +282,25 @@ impl SqliteStore {
         batch: &ResultBatch,
         received_at: DateTime<Utc>,
     ) -> Result<(BatchAck, Vec<ResultRecord>), StoreError> {
-        let rows = validate(batch)?;
-        let received = ts(received_at);
+        let rows = PreparedBatch::new(batch)?;
+        self.transaction(|tx| tx.insert_batch(&rows, received_at))
+    }
+
+    /// Runs `f` in one write transaction: everything it wrote is committed
+    /// together when it returns `Ok`, and nothing is when it returns `Err`
+    /// (or panics). The incident engine writes results, check state,
+    /// incidents, their timeline and the outbox this way, so a crash never
+    /// leaves a state change without its notification or the reverse.
+    pub fn transaction<R>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT INTO probes (probe_id, region, version, first_seen, last_seen)
-             VALUES (?1, ?2, ?3, ?4, ?4)
-             ON CONFLICT (probe_id) DO UPDATE SET
-                 region = excluded.region,
-                 version = excluded.version,
-                 last_seen = max(last_seen, excluded.last_seen)",
-            params![batch.probe_id, batch.region, batch.version, received],
-        )?;
-        let mut stored = Vec::new();
-        {
-            // ON CONFLICT DO NOTHING rather than INSERT OR IGNORE: only the
-            // key conflict is a duplicate; any other constraint still fails.
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO results (probe_id, seq, check_name, region, started_at,
-                     received_at, success, reason, duration_seconds, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (probe_id, seq) DO NOTHING",
-            )?;
-            for (record, row) in batch.results.iter().zip(&rows) {
-                let n = insert.execute(params![
-                    record.probe_id,
-                    row.seq,
-                    record.check,
-                    record.region,
-                    ts(record.result.started_at),
-                    received,
-                    record.result.success,
-                    record.result.reason.map(|r| r.as_str()),
-                    record.result.duration.as_secs_f64(),
-                    row.body,
-                ])?;
-                if n == 1 {
-                    stored.push(record.clone());
-                }
-            }
-        }
-        let accepted = stored.len() as u64;
-        tx.execute(
-            "UPDATE probes SET results_total = results_total + ?2 WHERE probe_id = ?1",
-            params![batch.probe_id, accepted as i64],
-        )?;
-        tx.commit()?;
-        stored.sort_by_key(|r| r.seq);
-        let ack = BatchAck {
-            accepted,
-            duplicates: batch.results.len() as u64 - accepted,
-        };
-        Ok((ack, stored))
+        let mut txn = Txn { tx };
+        let out = f(&mut txn)?;
+        txn.tx.commit()?;
+        Ok(out)
     }
 
     /// Every probe that has ever pushed a batch, by `probe_id`.
@@ -352,27 +337,19 @@ impl SqliteStore {
     }
 
     /// Saves (replacing) the verdict state of one check.
-    pub fn save_check_state(
+    pub fn save_check_state<T: Serialize>(
         &self,
         check: &str,
-        state: &CheckTrack,
+        state: &T,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(state).map_err(|e| StoreError::Corrupt {
-            what: format!("check state of {check:?}"),
-            detail: e.to_string(),
-        })?;
-        self.lock().execute(
-            "INSERT INTO check_state (check_name, state, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (check_name) DO UPDATE SET
-                 state = excluded.state, updated_at = excluded.updated_at",
-            params![check, json, ts(at)],
-        )?;
-        Ok(())
+        self.transaction(|tx| tx.save_check_state(check, state, at))
     }
 
     /// Every saved check state, by check name.
-    pub fn load_check_states(&self) -> Result<BTreeMap<String, CheckTrack>, StoreError> {
+    pub fn load_check_states<T: DeserializeOwned>(
+        &self,
+    ) -> Result<BTreeMap<String, T>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached("SELECT check_name, state FROM check_state")?;
         let raw = stmt
@@ -380,13 +357,26 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         raw.into_iter()
             .map(|(name, json)| {
-                let track = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                let state = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
                     what: format!("check state of {name:?}"),
                     detail: e.to_string(),
                 })?;
-                Ok((name, track))
+                Ok((name, state))
             })
             .collect()
+    }
+
+    /// Forgets the saved state of checks no longer configured.
+    pub fn delete_check_states(&self, checks: &[String]) -> Result<(), StoreError> {
+        self.transaction(|tx| {
+            let mut stmt = tx
+                .tx
+                .prepare_cached("DELETE FROM check_state WHERE check_name = ?1")?;
+            for c in checks {
+                stmt.execute([c])?;
+            }
+            Ok(())
+        })
     }
 
     /// Deletes results that arrived before `older_than`, in small
@@ -416,6 +406,795 @@ impl SqliteStore {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+// === incidents, silences, outbox ===
+
+/// Where an incident is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    Firing,
+    Acknowledged,
+    Resolved,
+}
+
+impl IncidentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::Firing => "firing",
+            IncidentState::Acknowledged => "acknowledged",
+            IncidentState::Resolved => "resolved",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "firing" => Ok(IncidentState::Firing),
+            "acknowledged" => Ok(IncidentState::Acknowledged),
+            "resolved" => Ok(IncidentState::Resolved),
+            other => Err(StoreError::Corrupt {
+                what: "incidents.state".into(),
+                detail: format!("unknown state {other:?}"),
+            }),
+        }
+    }
+}
+
+/// One incident, as stored. The engine keeps the open ones in memory and
+/// writes them back whole when they change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Incident {
+    pub id: i64,
+    /// Rule + check (+ region for probe_offline): at most one open at a time.
+    pub fingerprint: String,
+    pub rule: String,
+    /// The rule's kind: down, latency, cert_expiry, probe_offline, degraded.
+    pub kind: String,
+    /// The check (empty for probe_offline).
+    pub check: String,
+    /// The silent region of a probe_offline incident.
+    pub region: Option<String>,
+    pub state: IncidentState,
+    pub severity: String,
+    pub receiver: String,
+    pub started_at: DateTime<Utc>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub acknowledged_by: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// `varde` when the condition cleared, else who resolved it by hand.
+    pub resolved_by: Option<String>,
+    /// When its firing notification was queued; `None` while it was never
+    /// notified (silenced, in maintenance, behind a dependency, flapping).
+    pub notified_at: Option<DateTime<Utc>>,
+    /// Why notifications are held now (`silence:ID`, `maintenance:NAME`,
+    /// `dependency:CHECK`, `flapping`), or `None`.
+    pub suppressed_by: Option<String>,
+    /// Its check is flapping: it stays open until the flapping ends.
+    pub flapping: bool,
+    /// The labels silences and routes match: the check's, plus `check`,
+    /// `kind` (of the check), `rule`, `severity` and `region` where known.
+    pub labels: BTreeMap<String, String>,
+    /// Rendered annotations (summary, runbook...).
+    pub annotations: BTreeMap<String, String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Incident {
+    pub fn is_open(&self) -> bool {
+        self.state != IncidentState::Resolved
+    }
+}
+
+/// One entry of an incident's timeline.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IncidentEvent {
+    pub at: DateTime<Utc>,
+    /// firing, vote, suppressed, unsuppressed, notified, acknowledged,
+    /// flapping, flapping_ended, resolved...
+    pub kind: String,
+    pub actor: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// An incident with its timeline and notifications.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IncidentDetail {
+    pub incident: Incident,
+    pub timeline: Vec<IncidentEvent>,
+    pub notifications: Vec<OutboxRow>,
+}
+
+/// The kinds of notification the outbox carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyKind {
+    Firing,
+    Repeat,
+    Resolved,
+    Flapping,
+}
+
+impl NotifyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyKind::Firing => "firing",
+            NotifyKind::Repeat => "repeat",
+            NotifyKind::Resolved => "resolved",
+            NotifyKind::Flapping => "flapping",
+        }
+    }
+}
+
+/// A notification to send, as queued.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub incident_id: i64,
+    pub kind: String,
+    pub receiver: String,
+    pub idempotency_key: String,
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub state: String,
+    pub attempts: u32,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// A silence created by the API, as stored. `matchers` is the same map as
+/// `match = { ... }` in config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SilenceRow {
+    pub id: i64,
+    pub matchers: BTreeMap<String, String>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub author: String,
+    pub comment: String,
+    pub created_at: DateTime<Utc>,
+    /// Set when expired early through the API.
+    pub expired_at: Option<DateTime<Utc>>,
+}
+
+/// Which incidents [`SqliteStore::incidents`] lists.
+#[derive(Clone, Debug, Default)]
+pub struct IncidentFilter {
+    /// Only these states (all when empty).
+    pub states: Vec<IncidentState>,
+    pub check: Option<String>,
+    /// Newest first; at most this many.
+    pub limit: usize,
+}
+
+const INCIDENT_COLUMNS: &str = "id, fingerprint, rule, kind, check_name, region, state, severity,
+    receiver, started_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by,
+    notified_at, suppressed_by, flapping, labels, annotations, updated_at";
+
+fn incident_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawIncident> {
+    Ok(RawIncident {
+        id: r.get(0)?,
+        text: [
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
+            r.get(17)?,
+            r.get(18)?,
+        ],
+        opt: [
+            r.get(5)?,
+            r.get(10)?,
+            r.get(11)?,
+            r.get(12)?,
+            r.get(13)?,
+            r.get(14)?,
+            r.get(15)?,
+            r.get(19)?,
+        ],
+        flapping: r.get(16)?,
+    })
+}
+
+/// An incident row before its text is decoded (outside the row callback,
+/// where decoding errors can be reported as [`StoreError::Corrupt`]).
+struct RawIncident {
+    id: i64,
+    text: [String; 10],
+    opt: [Option<String>; 8],
+    flapping: bool,
+}
+
+impl RawIncident {
+    fn decode(self) -> Result<Incident, StoreError> {
+        let [
+            fingerprint,
+            rule,
+            kind,
+            check,
+            state,
+            severity,
+            receiver,
+            started,
+            labels,
+            ann,
+        ] = self.text;
+        let [
+            region,
+            ack_at,
+            ack_by,
+            res_at,
+            res_by,
+            notified,
+            suppressed,
+            updated,
+        ] = self.opt;
+        let opt_ts = |what: &str, v: Option<String>| v.map(|s| parse_ts(what, &s)).transpose();
+        let map = |what: &str, s: &str| {
+            serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
+                what: what.into(),
+                detail: e.to_string(),
+            })
+        };
+        let started_at = parse_ts("incidents.started_at", &started)?;
+        Ok(Incident {
+            id: self.id,
+            state: IncidentState::parse(&state)?,
+            acknowledged_at: opt_ts("incidents.acknowledged_at", ack_at)?,
+            resolved_at: opt_ts("incidents.resolved_at", res_at)?,
+            notified_at: opt_ts("incidents.notified_at", notified)?,
+            updated_at: opt_ts("incidents.updated_at", updated)?.unwrap_or(started_at),
+            labels: map("incidents.labels", &labels)?,
+            annotations: map("incidents.annotations", &ann)?,
+            started_at,
+            fingerprint,
+            rule,
+            kind,
+            check,
+            region,
+            severity,
+            receiver,
+            acknowledged_by: ack_by,
+            resolved_by: res_by,
+            suppressed_by: suppressed,
+            flapping: self.flapping,
+        })
+    }
+}
+
+fn json_text(what: &str, v: &impl Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt {
+        what: what.into(),
+        detail: e.to_string(),
+    })
+}
+
+/// A write transaction of [`SqliteStore::transaction`]. Its methods are the
+/// whole write interface of the incident engine.
+pub struct Txn<'c> {
+    tx: rusqlite::Transaction<'c>,
+}
+
+impl Txn<'_> {
+    /// Stores a prepared batch (see [`SqliteStore::ingest`]).
+    pub fn insert_batch(
+        &mut self,
+        prepared: &PreparedBatch<'_>,
+        received_at: DateTime<Utc>,
+    ) -> Result<(BatchAck, Vec<ResultRecord>), StoreError> {
+        let batch = prepared.batch;
+        let received = ts(received_at);
+        let tx = &self.tx;
+        tx.execute(
+            "INSERT INTO probes (probe_id, region, version, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (probe_id) DO UPDATE SET
+                 region = excluded.region,
+                 version = excluded.version,
+                 last_seen = max(last_seen, excluded.last_seen)",
+            params![batch.probe_id, batch.region, batch.version, received],
+        )?;
+        let mut stored = Vec::new();
+        {
+            // ON CONFLICT DO NOTHING rather than INSERT OR IGNORE: only the
+            // key conflict is a duplicate; any other constraint still fails.
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO results (probe_id, seq, check_name, region, started_at,
+                     received_at, success, reason, duration_seconds, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (probe_id, seq) DO NOTHING",
+            )?;
+            for (record, row) in batch.results.iter().zip(&prepared.rows) {
+                let n = insert.execute(params![
+                    record.probe_id,
+                    row.seq,
+                    record.check,
+                    record.region,
+                    ts(record.result.started_at),
+                    received,
+                    record.result.success,
+                    record.result.reason.map(|r| r.as_str()),
+                    record.result.duration.as_secs_f64(),
+                    row.body,
+                ])?;
+                if n == 1 {
+                    stored.push(record.clone());
+                }
+            }
+        }
+        let accepted = stored.len() as u64;
+        tx.execute(
+            "UPDATE probes SET results_total = results_total + ?2 WHERE probe_id = ?1",
+            params![batch.probe_id, accepted as i64],
+        )?;
+        stored.sort_by_key(|r| r.seq);
+        let ack = BatchAck {
+            accepted,
+            duplicates: batch.results.len() as u64 - accepted,
+        };
+        Ok((ack, stored))
+    }
+
+    /// Saves (replacing) the verdict state of one check.
+    pub fn save_check_state<T: Serialize>(
+        &mut self,
+        check: &str,
+        state: &T,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let json = json_text(&format!("check state of {check:?}"), state)?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO check_state (check_name, state, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (check_name) DO UPDATE SET
+                     state = excluded.state, updated_at = excluded.updated_at",
+            )?
+            .execute(params![check, json, ts(at)])?;
+        Ok(())
+    }
+
+    /// Opens an incident and returns its id. Fails (constraint violation)
+    /// if one with the same fingerprint is already open.
+    pub fn open_incident(&mut self, i: &Incident) -> Result<i64, StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO incidents (fingerprint, rule, kind, check_name, region, state,
+                     severity, receiver, started_at, notified_at, suppressed_by, flapping,
+                     labels, annotations, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )?
+            .execute(params![
+                i.fingerprint,
+                i.rule,
+                i.kind,
+                i.check,
+                i.region,
+                i.state.as_str(),
+                i.severity,
+                i.receiver,
+                ts(i.started_at),
+                i.notified_at.map(ts),
+                i.suppressed_by,
+                i.flapping,
+                json_text("incident labels", &i.labels)?,
+                json_text("incident annotations", &i.annotations)?,
+                ts(i.updated_at),
+            ])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Writes back the fields of an incident that change over its life.
+    pub fn update_incident(&mut self, i: &Incident) -> Result<(), StoreError> {
+        let n = self
+            .tx
+            .prepare_cached(
+                "UPDATE incidents SET state = ?2, acknowledged_at = ?3, acknowledged_by = ?4,
+                     resolved_at = ?5, resolved_by = ?6, notified_at = ?7, suppressed_by = ?8,
+                     flapping = ?9, annotations = ?10, updated_at = ?11
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                i.id,
+                i.state.as_str(),
+                i.acknowledged_at.map(ts),
+                i.acknowledged_by,
+                i.resolved_at.map(ts),
+                i.resolved_by,
+                i.notified_at.map(ts),
+                i.suppressed_by,
+                i.flapping,
+                json_text("incident annotations", &i.annotations)?,
+                ts(i.updated_at),
+            ])?;
+        if n != 1 {
+            return Err(StoreError::Corrupt {
+                what: format!("incident {}", i.id),
+                detail: "not found".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends to an incident's timeline.
+    pub fn add_event(
+        &mut self,
+        incident_id: i64,
+        at: DateTime<Utc>,
+        kind: &str,
+        actor: Option<&str>,
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO incident_events (incident_id, at, kind, actor, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                incident_id,
+                ts(at),
+                kind,
+                actor,
+                json_text("event detail", detail)?
+            ])?;
+        Ok(())
+    }
+
+    /// Queues a notification. Returns `false` (and changes nothing) when a
+    /// row with the same idempotency key exists: a notification is queued
+    /// once, however often the engine decides it.
+    pub fn add_outbox(
+        &mut self,
+        incident_id: i64,
+        kind: NotifyKind,
+        receiver: &str,
+        idempotency_key: &str,
+        payload: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO outbox (incident_id, kind, receiver, idempotency_key, payload,
+                     created_at, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                 ON CONFLICT (idempotency_key) DO NOTHING",
+            )?
+            .execute(params![
+                incident_id,
+                kind.as_str(),
+                receiver,
+                idempotency_key,
+                json_text("outbox payload", payload)?,
+                ts(at),
+            ])?;
+        Ok(n == 1)
+    }
+
+    /// Marks the still-pending notifications of an incident superseded (a
+    /// firing notice that no longer says anything true once it resolved).
+    pub fn supersede_pending(
+        &mut self,
+        incident_id: i64,
+        kinds: &[NotifyKind],
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for k in kinds {
+            n += self
+                .tx
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'superseded', last_error = 'incident resolved before delivery'
+                     WHERE incident_id = ?1 AND kind = ?2 AND state = 'pending'",
+                )?
+                .execute(params![incident_id, k.as_str()])?;
+        }
+        Ok(n)
+    }
+
+    /// Stores a new silence and returns its id.
+    pub fn insert_silence(&mut self, s: &SilenceRow) -> Result<i64, StoreError> {
+        self.tx.execute(
+            "INSERT INTO silences (matchers, starts_at, ends_at, author, comment, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                json_text("silence matchers", &s.matchers)?,
+                ts(s.starts_at),
+                ts(s.ends_at),
+                s.author,
+                s.comment,
+                ts(s.created_at),
+            ],
+        )?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Ends a silence now; `false` when there is no such live silence.
+    pub fn expire_silence(&mut self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let n = self.tx.execute(
+            "UPDATE silences SET expired_at = ?2 WHERE id = ?1 AND expired_at IS NULL",
+            params![id, ts(at)],
+        )?;
+        Ok(n == 1)
+    }
+}
+
+// === reads ===
+
+impl SqliteStore {
+    /// Every incident not resolved, oldest first.
+    pub fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        self.incidents(&IncidentFilter {
+            states: vec![IncidentState::Firing, IncidentState::Acknowledged],
+            check: None,
+            limit: usize::MAX,
+        })
+        .map(|mut v| {
+            v.reverse();
+            v
+        })
+    }
+
+    /// Incidents matching `filter`, newest first.
+    pub fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<Incident>, StoreError> {
+        let states: Vec<&str> = if filter.states.is_empty() {
+            vec!["firing", "acknowledged", "resolved"]
+        } else {
+            filter.states.iter().map(|s| s.as_str()).collect()
+        };
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents
+             WHERE state IN (SELECT value FROM json_each(?1))
+               AND (?2 IS NULL OR check_name = ?2)
+             ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let raw = stmt
+            .query_map(
+                params![json_text("states", &states)?, filter.check, limit],
+                incident_from_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        drop(conn);
+        raw.into_iter().map(RawIncident::decode).collect()
+    }
+
+    /// One incident with its timeline and notifications.
+    pub fn incident(&self, id: i64) -> Result<Option<IncidentDetail>, StoreError> {
+        let conn = self.lock();
+        let raw = conn
+            .prepare_cached(&format!(
+                "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?1"
+            ))?
+            .query_row([id], incident_from_row)
+            .optional()?;
+        let Some(raw) = raw else { return Ok(None) };
+        let events = conn
+            .prepare_cached(
+                "SELECT at, kind, actor, detail FROM incident_events
+                 WHERE incident_id = ?1 ORDER BY id",
+            )?
+            .query_map([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let outbox = outbox_rows(&conn, "WHERE incident_id = ?1 ORDER BY id", params![id])?;
+        drop(conn);
+        let events = events
+            .into_iter()
+            .map(|(at, kind, actor, detail)| {
+                Ok(IncidentEvent {
+                    at: parse_ts("incident_events.at", &at)?,
+                    kind,
+                    actor,
+                    detail: serde_json::from_str(&detail).map_err(|e| StoreError::Corrupt {
+                        what: "incident_events.detail".into(),
+                        detail: e.to_string(),
+                    })?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Some(IncidentDetail {
+            incident: raw.decode()?,
+            timeline: events,
+            notifications: outbox,
+        }))
+    }
+
+    /// Every outbox row, oldest first (tests and tools; the delivery
+    /// workers of the next layer take due rows instead).
+    pub fn outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        let conn = self.lock();
+        outbox_rows(&conn, "ORDER BY id", params![])
+    }
+
+    /// Pending notifications and the creation time of the oldest one.
+    pub fn outbox_depth(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+        let conn = self.lock();
+        let (n, oldest): (i64, Option<String>) = conn
+            .prepare_cached("SELECT count(*), min(created_at) FROM outbox WHERE state = 'pending'")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        drop(conn);
+        Ok((
+            u64::try_from(n).unwrap_or(0),
+            oldest
+                .map(|s| parse_ts("outbox.created_at", &s))
+                .transpose()?,
+        ))
+    }
+
+    /// Incident counts by state.
+    pub fn incident_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT state, count(*) FROM incidents GROUP BY state")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, n)| (s, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    /// API silences: live ones (not expired, not yet ended at `now`), or
+    /// all when `include_ended`.
+    pub fn silences(
+        &self,
+        now: DateTime<Utc>,
+        include_ended: bool,
+    ) -> Result<Vec<SilenceRow>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, matchers, starts_at, ends_at, author, comment, created_at, expired_at
+             FROM silences
+             WHERE ?1 OR (expired_at IS NULL AND ends_at > ?2)
+             ORDER BY id",
+        )?;
+        let raw = stmt
+            .query_map(params![include_ended, ts(now)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    [
+                        r.get::<_, String>(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ],
+                    r.get::<_, Option<String>>(7)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        drop(conn);
+        raw.into_iter()
+            .map(
+                |(id, [m, starts, ends, author, comment, created], expired)| {
+                    Ok(SilenceRow {
+                        id,
+                        matchers: serde_json::from_str(&m).map_err(|e| StoreError::Corrupt {
+                            what: "silences.matchers".into(),
+                            detail: e.to_string(),
+                        })?,
+                        starts_at: parse_ts("silences.starts_at", &starts)?,
+                        ends_at: parse_ts("silences.ends_at", &ends)?,
+                        created_at: parse_ts("silences.created_at", &created)?,
+                        expired_at: expired
+                            .map(|s| parse_ts("silences.expired_at", &s))
+                            .transpose()?,
+                        author,
+                        comment,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Successful results that started after `since`, oldest first: what
+    /// rebuilds latency windows and certificate facts after a restart.
+    pub fn results_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, CheckResult)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT check_name, region, body FROM results
+             WHERE started_at > ?1 ORDER BY started_at",
+        )?;
+        let raw = stmt
+            .query_map([ts(since)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        drop(conn);
+        raw.into_iter()
+            .map(|(c, region, body)| {
+                let r = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                    what: format!("result of {c:?}"),
+                    detail: e.to_string(),
+                })?;
+                Ok((c, region, r))
+            })
+            .collect()
+    }
+}
+
+fn outbox_rows(
+    conn: &Connection,
+    tail: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, incident_id, kind, receiver, idempotency_key, payload, created_at, state,
+             attempts, delivered_at, last_error
+         FROM outbox {tail}"
+    ))?;
+    let raw = stmt
+        .query_map(args, |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                [
+                    r.get::<_, String>(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ],
+                r.get::<_, i64>(8)?,
+                r.get::<_, Option<String>>(9)?,
+                r.get::<_, Option<String>>(10)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    raw.into_iter()
+        .map(
+            |(
+                id,
+                incident_id,
+                [kind, receiver, key, payload, created, state],
+                attempts,
+                delivered,
+                err,
+            )| {
+                Ok(OutboxRow {
+                    id,
+                    incident_id,
+                    kind,
+                    receiver,
+                    idempotency_key: key,
+                    payload: serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
+                        what: "outbox.payload".into(),
+                        detail: e.to_string(),
+                    })?,
+                    created_at: parse_ts("outbox.created_at", &created)?,
+                    state,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    delivered_at: delivered
+                        .map(|s| parse_ts("outbox.delivered_at", &s))
+                        .transpose()?,
+                    last_error: err,
+                })
+            },
+        )
+        .collect()
 }
 
 /// Applies the migrations the database has not seen, one transaction each.
@@ -457,6 +1236,28 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 struct Row {
     seq: i64,
     body: String,
+}
+
+/// A batch checked and serialized outside the write lock, ready for
+/// [`Txn::insert_batch`].
+pub struct PreparedBatch<'b> {
+    batch: &'b ResultBatch,
+    rows: Vec<Row>,
+}
+
+impl<'b> PreparedBatch<'b> {
+    /// Checks that every record belongs to the batch's probe and region and
+    /// serializes the results; a batch that fails is refused whole.
+    pub fn new(batch: &'b ResultBatch) -> Result<Self, StoreError> {
+        Ok(PreparedBatch {
+            rows: validate(batch)?,
+            batch,
+        })
+    }
+
+    pub fn batch(&self) -> &ResultBatch {
+        self.batch
+    }
 }
 
 fn validate(batch: &ResultBatch) -> Result<Vec<Row>, StoreError> {

@@ -1,0 +1,284 @@
+//! `varde coordinator`: the store, the incident engine, the HTTP API, and
+//! the background work (clock ticks, config reload, retention).
+//!
+//! The engine is one `Engine` behind a mutex, driven from blocking threads
+//! (its every step is a SQLite transaction); HTTP handlers never hold the
+//! lock across an await.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::api;
+use super::config::{self, CoordinatorConfig};
+use super::engine::Engine;
+use super::store::{SqliteStore, StoreError};
+use crate::probe::config::ConfigErrors;
+
+/// Everything `varde coordinator` is started with.
+#[derive(Clone, Debug)]
+pub struct CoordinatorOptions {
+    /// Holds `probes/`, `alert-rules/` and `coordinator.toml`.
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// How often time-driven state is evaluated.
+    pub tick: Duration,
+    /// How often the config files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+impl CoordinatorOptions {
+    pub fn new(config_dir: PathBuf, data_dir: PathBuf, listen: SocketAddr) -> Self {
+        CoordinatorOptions {
+            config_dir,
+            data_dir,
+            listen,
+            tick: Duration::from_secs(1),
+            reload_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// The outcome of the latest config (re)load, for the API and metrics.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ConfigStatus {
+    /// Whether the files on disk are the running config.
+    pub ok: bool,
+    /// When the running config was loaded.
+    pub loaded_at: chrono::DateTime<Utc>,
+    /// The errors of the latest failed reload (the running config is the
+    /// previous one).
+    pub errors: Vec<String>,
+    pub checks: usize,
+    pub rules: usize,
+}
+
+/// State shared by handlers and background tasks.
+pub struct Shared {
+    pub engine: Mutex<Engine>,
+    pub config: RwLock<Arc<CoordinatorConfig>>,
+    pub config_status: Mutex<ConfigStatus>,
+    pub metrics: api::Metrics,
+    /// probe_id → recent (arrival, accepted) for results/second.
+    pub rates: Mutex<HashMap<String, VecDeque<(Instant, u64)>>>,
+    pub started: Instant,
+}
+
+impl Shared {
+    pub fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn config(&self) -> Arc<CoordinatorConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Binds `opts.listen` and runs until `shutdown` resolves.
+pub async fn run(
+    opts: CoordinatorOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| StartError::Io {
+            what: format!("cannot listen on {}", opts.listen),
+            source: e,
+        })?;
+    serve(opts, listener, shutdown).await
+}
+
+/// Runs the coordinator on a bound listener until `shutdown` resolves.
+pub async fn serve(
+    opts: CoordinatorOptions,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let mut fingerprint = config::fingerprint(&opts.config_dir);
+    let cfg = Arc::new(config::load(&opts.config_dir)?);
+    if cfg.auth.probes.is_empty() {
+        tracing::warn!(
+            "no [[probe]] tokens in {}: no probe can fetch checks or push results",
+            opts.config_dir.join(config::FILE).display()
+        );
+    }
+    let data_dir = opts.data_dir.clone();
+    let cfg2 = cfg.clone();
+    let engine = tokio::task::spawn_blocking(move || {
+        let store = Arc::new(SqliteStore::open(&data_dir)?);
+        Engine::new(store, cfg2, Utc::now())
+    })
+    .await
+    .map_err(|e| StartError::Io {
+        what: "engine start".into(),
+        source: std::io::Error::other(e.to_string()),
+    })??;
+    let status = ConfigStatus {
+        ok: true,
+        loaded_at: Utc::now(),
+        errors: Vec::new(),
+        checks: cfg.checks.len(),
+        rules: cfg.rules.rules.len(),
+    };
+    let shared = Arc::new(Shared {
+        engine: Mutex::new(engine),
+        config: RwLock::new(cfg),
+        config_status: Mutex::new(status),
+        metrics: api::Metrics::default(),
+        rates: Mutex::new(HashMap::new()),
+        started: Instant::now(),
+    });
+    shared.metrics.config_reload(true);
+    tracing::info!(
+        listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
+        data_dir = %opts.data_dir.display(),
+        "coordinator started"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    // Clock ticks.
+    {
+        let shared = shared.clone();
+        let mut stop = stop_rx.clone();
+        let tick = opts.tick;
+        tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(tick);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = stop.changed() => break,
+                }
+                let s = shared.clone();
+                let r = tokio::task::spawn_blocking(move || s.engine().tick(Utc::now())).await;
+                if let Ok(Err(e)) = r {
+                    tracing::error!(error = %e, "evaluation tick failed");
+                }
+            }
+        }));
+    }
+    // Config reload: on change of any file, or SIGHUP.
+    {
+        let shared = shared.clone();
+        let mut stop = stop_rx.clone();
+        let dir = opts.config_dir.clone();
+        let every = opts.reload_interval;
+        tasks.push(tokio::spawn(async move {
+            let mut hup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                let forced = tokio::select! {
+                    _ = tokio::time::sleep(every) => false,
+                    _ = async { match &mut hup { Some(h) => { h.recv().await; } None => std::future::pending().await } } => true,
+                    _ = stop.changed() => break,
+                };
+                let fp = config::fingerprint(&dir);
+                if !forced && fp == fingerprint {
+                    continue;
+                }
+                fingerprint = fp;
+                let s = shared.clone();
+                let d = dir.clone();
+                let _ = tokio::task::spawn_blocking(move || reload(&s, &d)).await;
+            }
+        }));
+    }
+    // Retention.
+    {
+        let shared = shared.clone();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+                    _ = stop.changed() => break,
+                }
+                let s = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let keep = s.config().settings.results_retention;
+                    let cutoff = Utc::now()
+                        - chrono::TimeDelta::from_std(keep).unwrap_or(chrono::TimeDelta::MAX);
+                    let store = s.engine().store().clone();
+                    match store.prune_results(cutoff) {
+                        Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned old results"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "pruning results failed"),
+                    }
+                })
+                .await;
+            }
+        }));
+    }
+
+    let router = api::router(shared.clone());
+    crate::serve::serve(listener, router, crate::serve::Limits::default(), shutdown).await;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    tracing::info!("coordinator stopped");
+    Ok(())
+}
+
+/// Loads the config dir again; keeps the running config on any error.
+fn reload(shared: &Shared, dir: &std::path::Path) {
+    match config::load(dir) {
+        Ok(cfg) => {
+            let cfg = Arc::new(cfg);
+            let result = shared.engine().set_config(cfg.clone(), Utc::now());
+            if let Err(e) = result {
+                tracing::error!(error = %e, "applying the new config failed");
+            }
+            let status = ConfigStatus {
+                ok: true,
+                loaded_at: Utc::now(),
+                errors: Vec::new(),
+                checks: cfg.checks.len(),
+                rules: cfg.rules.rules.len(),
+            };
+            *shared
+                .config
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = cfg;
+            *shared
+                .config_status
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = status;
+            shared.metrics.config_reload(true);
+            tracing::info!("config reloaded");
+        }
+        Err(errors) => {
+            tracing::error!("config reload failed, keeping the running config:\n{errors}");
+            let mut st = shared
+                .config_status
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            st.ok = false;
+            st.errors = errors.0.iter().map(ToString::to_string).collect();
+            shared.metrics.config_reload(false);
+        }
+    }
+}
