@@ -5,6 +5,8 @@
 //! stored once, one incident per failing check, one firing notification
 //! each, and one resolved notification after recovery.
 
+mod std_http;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -51,11 +53,21 @@ struct Proc {
 
 impl Proc {
     fn start(config: &Path, data: &Path) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_varde"))
-            .args(["coordinator", "--listen", "127.0.0.1:0", "--config"])
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data)
+        Self::start_at(config, data, "127.0.0.1:0")
+    }
+
+    fn start_at(config: &Path, data: &Path, listen: &str) -> Proc {
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_varde"))
+                .args(["coordinator", "--listen", listen, "--config"])
+                .arg(config)
+                .arg("--data-dir")
+                .arg(data),
+        )
+    }
+
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -68,7 +80,12 @@ impl Proc {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent && let Some(rest) = line.split("listen=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    // `listen=ADDR` (coordinator) or `listen=Some(ADDR)` (probe).
+                    let word = rest.split_whitespace().next().unwrap_or("");
+                    let addr = word
+                        .trim_start_matches("Some(")
+                        .trim_end_matches(')')
+                        .to_owned();
                     let _ = tx.send(addr);
                     sent = true;
                 }
@@ -300,4 +317,128 @@ fn sigkill_mid_stream_then_replay_matches_a_run_that_was_never_killed() {
             serde_json::json!(["firing", "resolved"])
         );
     }
+}
+
+// === a fleet: real probes pushing to a real coordinator ===
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn open_incidents(addr: SocketAddr) -> Vec<Value> {
+    match http(addr, "GET", "/api/v1/incidents?state=open", b"") {
+        Some((200, b)) => serde_json::from_slice::<Value>(&b).unwrap()["incidents"]
+            .as_array()
+            .unwrap()
+            .clone(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn probes_push_to_the_coordinator_which_survives_sigkill_without_a_second_page() {
+    let up_port = std_http::http_responder(
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+        100_000,
+    );
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_port = refused.local_addr().unwrap().port();
+    drop(refused);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path();
+    std::fs::create_dir_all(cfg.join("probes")).unwrap();
+    std::fs::create_dir_all(cfg.join("alert-rules")).unwrap();
+    std::fs::write(
+        cfg.join("probes/checks.toml"),
+        format!(
+            "[[check]]\nname = \"web\"\ntarget = \"http://127.0.0.1:{up_port}/\"\ninterval = \"1s\"\n\n\
+             [[check]]\nname = \"gone\"\ntarget = \"http://127.0.0.1:{down_port}/\"\ninterval = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        cfg.join("alert-rules/rules.toml"),
+        "[[rule]]\nname = \"down\"\nkind = \"down\"\nquorum = \"all\"\n",
+    )
+    .unwrap();
+    for region in ["eu", "us"] {
+        std::fs::write(
+            cfg.join(format!("{region}.token")),
+            format!("{region}-fleet-token-0123456789\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        cfg.join("coordinator.toml"),
+        "[[probe]]\nname = \"eu\"\nregion = \"eu\"\ntoken_file = \"eu.token\"\n\
+         [[probe]]\nname = \"us\"\nregion = \"us\"\ntoken_file = \"us.token\"\n",
+    )
+    .unwrap();
+    let data = cfg.join("coordinator-data");
+    let coordinator = Proc::start(cfg, &data);
+    let addr = coordinator.addr;
+    let probes: Vec<Proc> = ["eu", "us"]
+        .into_iter()
+        .map(|region| {
+            Proc::spawn(
+                Command::new(env!("CARGO_BIN_EXE_varde"))
+                    .args(["probe", "--listen", "127.0.0.1:0", "--poll-interval", "1s"])
+                    .args(["--region", region])
+                    .arg("--coordinator")
+                    .arg(format!("http://{addr}/"))
+                    .arg("--token-file")
+                    .arg(cfg.join(format!("{region}.token")))
+                    .arg("--data-dir")
+                    .arg(cfg.join(format!("probe-{region}"))),
+            )
+        })
+        .collect();
+
+    wait_for("one incident for `gone`", || {
+        let open = open_incidents(addr);
+        open.len() == 1 && open[0]["check"] == "gone"
+    });
+    wait_for("`web` up in both regions", || {
+        let s = get(addr, "/api/v1/status/web");
+        s["check"]["verdict"] == "up"
+            && s["check"]["regions"]["eu"]["state"] == "up"
+            && s["check"]["regions"]["us"]["state"] == "up"
+    });
+    let id = open_incidents(addr)[0]["id"].clone();
+
+    // SIGKILL the coordinator; the probes spool and keep retrying.
+    coordinator.kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    let coordinator = Proc::start_at(cfg, &data, &addr.to_string());
+    assert_eq!(coordinator.addr, addr);
+    // The probes' spooled results arrive; still one incident, one page.
+    wait_for("results from both regions again", || {
+        let s = get(addr, "/api/v1/probes");
+        s["probes"].as_array().is_some_and(|p| {
+            p.len() == 2
+                && p.iter()
+                    .all(|p| p["seconds_since_last_seen"].as_f64().unwrap_or(99.0) < 2.0)
+        })
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let open = open_incidents(addr);
+    assert_eq!(open.len(), 1, "{open:#?}");
+    assert_eq!(open[0]["id"], id);
+    let full = get(addr, &format!("/api/v1/incidents/{id}"));
+    let kinds: Vec<&str> = full["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["firing"]);
+    let all = get(addr, "/api/v1/incidents?limit=100");
+    assert_eq!(all["incidents"].as_array().unwrap().len(), 1);
+    drop(probes);
+    drop(coordinator);
 }
