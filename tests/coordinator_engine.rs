@@ -422,6 +422,45 @@ fn acknowledge_then_resolve_by_hand_and_no_refire_while_still_down() {
     assert_ne!(h.open()[0].id, id);
 }
 
+#[test]
+fn repeats_while_firing_and_unacknowledged() {
+    let rules = "[[rule]]\nname = \"d\"\nkind = \"down\"\nrepeat = \"10m\"\n";
+    let mut h = H::new(ONE_CHECK, rules);
+    h.rounds("api", &["eu", "us", "ap"], 0); // fires at 30 s
+    let id = h.open()[0].id;
+    let keep_down = |h: &mut H, s: i64| {
+        for region in ["eu", "us", "ap"] {
+            h.push(region, "api", false, t(s));
+        }
+        h.engine.tick(t(s)).unwrap();
+    };
+    for s in (60..630).step_by(30) {
+        keep_down(&mut h, s);
+    }
+    assert_eq!(h.outbox(), [(id, "firing".to_owned())], "9m30s");
+    keep_down(&mut h, 630);
+    let keys: Vec<String> = h
+        .store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.idempotency_key)
+        .collect();
+    assert_eq!(
+        keys,
+        [format!("varde-{id}-firing"), format!("varde-{id}-repeat-1")]
+    );
+    // A restart does not repeat the repeat.
+    h.restart(t(640));
+    keep_down(&mut h, 660);
+    assert_eq!(h.outbox().len(), 2);
+    h.engine.acknowledge(id, "ana", "", t(700)).unwrap();
+    for s in (720..2000).step_by(30) {
+        keep_down(&mut h, s);
+    }
+    assert_eq!(h.outbox().len(), 2, "no repeat once acknowledged");
+}
+
 // === silences ===
 
 fn matchers(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

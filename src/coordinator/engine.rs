@@ -279,6 +279,8 @@ enum Op {
     Outbox {
         incident: i64,
         kind: NotifyKind,
+        /// The n-th repeat (0 for other kinds).
+        n: u32,
         receiver: String,
         payload: serde_json::Value,
         at: DateTime<Utc>,
@@ -353,6 +355,9 @@ pub struct Engine {
     offline_latched: BTreeSet<String>,
     /// Live API silences.
     silences: Vec<(i64, Silence)>,
+    /// Incident id → the latest repeat queued (the outbox's idempotency
+    /// keys make a repeat after a restart a no-op).
+    repeated: HashMap<i64, u32>,
     /// Checks touched since the last write, to save.
     dirty: BTreeSet<String>,
     ops: Vec<Op>,
@@ -381,6 +386,7 @@ impl Engine {
             regions: BTreeMap::new(),
             offline_latched: BTreeSet::new(),
             silences: Vec::new(),
+            repeated: HashMap::new(),
             dirty: BTreeSet::new(),
             ops: Vec::new(),
             next_temp: -1,
@@ -633,7 +639,34 @@ impl Engine {
             }
         }
         self.probe_offline(now);
+        self.repeats(now);
         self.commit(now)
+    }
+
+    /// Queues the repeat notifications due: a firing incident, notified,
+    /// not acknowledged and not held, is notified again every `repeat` of
+    /// its rule after its first notification. A repeat skipped (the
+    /// incident was held, or the coordinator was down) is not made up: only
+    /// the latest is sent.
+    fn repeats(&mut self, now: DateTime<Utc>) {
+        let cfg = self.c.cfg.clone();
+        let due: Vec<(Incident, u32)> = self
+            .open
+            .values()
+            .filter(|i| i.state == IncidentState::Firing && i.suppressed_by.is_none())
+            .filter_map(|i| {
+                let every = cfg.rules.rules.iter().find(|r| r.name == i.rule)?.repeat?;
+                let since = now.signed_duration_since(i.notified_at?).to_std().ok()?;
+                let n = u32::try_from(since.as_nanos() / every.as_nanos().max(1)).ok()?;
+                (n > 0 && self.repeated.get(&i.id).is_none_or(|&sent| sent < n))
+                    .then(|| (i.clone(), n))
+            })
+            .collect();
+        for (inc, n) in due {
+            self.repeated.insert(inc.id, n);
+            let detail = json!({ "repeat": n });
+            self.notify_n(&inc, NotifyKind::Repeat, n, Some(&detail), now);
+        }
     }
 
     // === evaluation ===
@@ -1176,6 +1209,7 @@ impl Engine {
         let Some(mut inc) = self.open.remove(fp) else {
             return;
         };
+        self.repeated.remove(&inc.id);
         inc.state = IncidentState::Resolved;
         inc.resolved_at = Some(now);
         inc.resolved_by = Some(actor.to_owned());
@@ -1202,6 +1236,17 @@ impl Engine {
         &mut self,
         inc: &Incident,
         kind: NotifyKind,
+        detail: Option<&serde_json::Value>,
+        now: DateTime<Utc>,
+    ) {
+        self.notify_n(inc, kind, 0, detail, now);
+    }
+
+    fn notify_n(
+        &mut self,
+        inc: &Incident,
+        kind: NotifyKind,
+        n: u32,
         detail: Option<&serde_json::Value>,
         now: DateTime<Utc>,
     ) {
@@ -1241,6 +1286,7 @@ impl Engine {
         self.ops.push(Op::Outbox {
             incident: inc.id,
             kind,
+            n,
             receiver: inc.receiver.clone(),
             payload,
             at: now,
@@ -1291,6 +1337,7 @@ impl Engine {
                 Op::Outbox {
                     incident,
                     kind,
+                    n,
                     receiver,
                     mut payload,
                     at,
@@ -1299,7 +1346,11 @@ impl Engine {
                     if let Some(obj) = payload.as_object_mut() {
                         obj.insert("incident".into(), json!(id));
                     }
-                    let key = format!("varde-{id}-{}", kind.as_str());
+                    let key = if n > 0 {
+                        format!("varde-{id}-{}-{n}", kind.as_str())
+                    } else {
+                        format!("varde-{id}-{}", kind.as_str())
+                    };
                     tx.add_outbox(id, kind, &receiver, &key, &payload, at)?;
                 }
                 Op::Supersede(id) => {

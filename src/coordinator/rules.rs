@@ -12,6 +12,7 @@
 //! match = { team = "web", check = "~api-.*" }  # optional; every matcher must hold
 //! severity = "page"                 # page | ticket | info (default: by kind, below)
 //! receiver = "oncall"               # routing key (default "default")
+//! repeat = "4h"                     # re-notify while firing and unacknowledged (default: once; at least 1m)
 //! quorum = "majority"               # down, latency: any | majority | all | N (default majority)
 //! for = "2m"                        # down, latency, degraded: how long it must hold (default 0s)
 //! [rule.annotations]                # optional; free names, values are templates
@@ -122,6 +123,9 @@ pub const TEMPLATE_FIELDS: &[&str] = &[
     "threshold",
 ];
 
+/// Shortest `repeat` interval.
+pub const MIN_REPEAT: Duration = Duration::from_secs(60);
+
 /// Default `percentile` of a latency rule.
 pub const DEFAULT_PERCENTILE: f64 = 95.0;
 /// Default `window` of a latency rule.
@@ -139,6 +143,7 @@ const COMMON_KEYS: &[&str] = &[
     "match",
     "severity",
     "receiver",
+    "repeat",
     "annotations",
 ];
 const KINDS: &[&str] = &[
@@ -179,6 +184,9 @@ pub struct Rule {
     pub matchers: Vec<Matcher>,
     pub severity: Severity,
     pub receiver: String,
+    /// Re-notify a firing, unacknowledged incident this often (`None`:
+    /// notify once).
+    pub repeat: Option<Duration>,
     pub annotations: BTreeMap<String, Template>,
 }
 
@@ -792,6 +800,20 @@ impl Loader {
         let annotations = get("annotations")
             .map(|v| self.annotations(src, v))
             .unwrap_or_default();
+        let repeat = get("repeat").and_then(|v| {
+            let d = self.duration(src, "repeat", v)?;
+            if d < MIN_REPEAT {
+                self.error(
+                    src.loc(&v.span()),
+                    format!(
+                        "repeat: at least {} (a page every few seconds helps no one)",
+                        humantime::format_duration(MIN_REPEAT)
+                    ),
+                );
+                return None;
+            }
+            Some(d)
+        });
 
         let kind = kind.map(|k| match k {
             "down" => RuleKind::Down {
@@ -849,6 +871,7 @@ impl Loader {
             matchers,
             severity,
             receiver,
+            repeat,
             annotations,
         });
     }
