@@ -4,15 +4,17 @@
 //! probes, status, /metrics, and config reload keeping the old config on
 //! errors.
 
+mod results;
+
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use results::result;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use varde::check::{CheckKind, CheckResult, Phases, Reason};
 use varde::coordinator::daemon::{CoordinatorOptions, serve};
 use varde::wire::{ResultBatch, ResultRecord};
 
@@ -166,23 +168,6 @@ impl Coordinator {
             .await
             .expect("coordinator stops")
             .unwrap();
-    }
-}
-
-fn result(ok: bool, started_at: DateTime<Utc>) -> CheckResult {
-    CheckResult {
-        kind: CheckKind::Http,
-        target: "http://127.0.0.1:9/".into(),
-        success: ok,
-        reason: (!ok).then_some(Reason::ConnectRefused),
-        message: String::new(),
-        started_at,
-        duration: Duration::from_millis(20),
-        phases: Phases::default(),
-        tls: None,
-        http: None,
-        dns: None,
-        tcp: None,
     }
 }
 

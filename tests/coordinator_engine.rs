@@ -4,13 +4,16 @@
 //! acknowledgement and manual resolve, latency and certificate rules, and a
 //! restart on the same store.
 
+mod results;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use varde::check::{CheckKind, CheckResult, Phases, Reason, TlsFacts};
+use results::result;
+use varde::check::{CheckResult, TlsFacts};
 use varde::coordinator::config::{CoordinatorConfig, Settings};
 use varde::coordinator::engine::{ActionError, Engine};
 use varde::coordinator::rules;
@@ -43,23 +46,6 @@ fn config(probes: &str, rules: &str, settings: Settings) -> Arc<CoordinatorConfi
         auth: Default::default(),
         settings,
     })
-}
-
-fn result(ok: bool, started_at: DateTime<Utc>) -> CheckResult {
-    CheckResult {
-        kind: CheckKind::Http,
-        target: "http://127.0.0.1:9/".into(),
-        success: ok,
-        reason: (!ok).then_some(Reason::ConnectRefused),
-        message: String::new(),
-        started_at,
-        duration: Duration::from_millis(20),
-        phases: Phases::default(),
-        tls: None,
-        http: None,
-        dns: None,
-        tcp: None,
-    }
 }
 
 struct H {

@@ -5,6 +5,8 @@
 //! stored once, one incident per failing check, one firing notification
 //! each, and one resolved notification after recovery.
 
+mod results;
+
 mod std_http;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,8 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use results::result;
 use serde_json::Value;
-use varde::check::{CheckKind, CheckResult, Phases, Reason};
 use varde::wire::{ResultBatch, ResultRecord};
 
 const TOKEN: &str = "process-test-token-0123456789";
@@ -135,23 +137,6 @@ fn get(addr: SocketAddr, path: &str) -> Value {
     let (s, b) = http(addr, "GET", path, b"").expect("GET works");
     assert_eq!(s, 200, "{path}: {}", String::from_utf8_lossy(&b));
     serde_json::from_slice(&b).unwrap()
-}
-
-fn result(ok: bool, started_at: DateTime<Utc>) -> CheckResult {
-    CheckResult {
-        kind: CheckKind::Http,
-        target: "http://127.0.0.1:9/".into(),
-        success: ok,
-        reason: (!ok).then_some(Reason::ConnectRefused),
-        message: String::new(),
-        started_at,
-        duration: Duration::from_millis(20),
-        phases: Phases::default(),
-        tls: None,
-        http: None,
-        dns: None,
-        tcp: None,
-    }
 }
 
 /// `rounds` batches per region, each with one result per check, all

@@ -72,6 +72,18 @@ pub struct ConfigStatus {
     pub rules: usize,
 }
 
+impl ConfigStatus {
+    fn loaded(cfg: &CoordinatorConfig) -> Self {
+        ConfigStatus {
+            ok: true,
+            loaded_at: Utc::now(),
+            errors: Vec::new(),
+            checks: cfg.checks.len(),
+            rules: cfg.rules.rules.len(),
+        }
+    }
+}
+
 /// State shared by handlers and background tasks.
 pub struct Shared {
     pub engine: Mutex<Engine>,
@@ -135,13 +147,7 @@ pub async fn serve(
         what: "engine start".into(),
         source: std::io::Error::other(e.to_string()),
     })??;
-    let status = ConfigStatus {
-        ok: true,
-        loaded_at: Utc::now(),
-        errors: Vec::new(),
-        checks: cfg.checks.len(),
-        rules: cfg.rules.rules.len(),
-    };
+    let status = ConfigStatus::loaded(&cfg);
     let shared = Arc::new(Shared {
         engine: Mutex::new(engine),
         config: RwLock::new(cfg),
@@ -252,13 +258,7 @@ fn reload(shared: &Shared, dir: &std::path::Path) {
             if let Err(e) = result {
                 tracing::error!(error = %e, "applying the new config failed");
             }
-            let status = ConfigStatus {
-                ok: true,
-                loaded_at: Utc::now(),
-                errors: Vec::new(),
-                checks: cfg.checks.len(),
-                rules: cfg.rules.rules.len(),
-            };
+            let status = ConfigStatus::loaded(&cfg);
             *shared
                 .config
                 .write()
