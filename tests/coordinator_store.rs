@@ -111,12 +111,14 @@ fn fresh_dir_is_migrated_and_reopen_is_a_no_op() {
         "silences",
         "outbox",
     ] {
-        assert!(
-            before
-                .iter()
-                .any(|s| s.contains(&format!("CREATE TABLE {table} "))),
-            "missing table {table}"
-        );
+        let n: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1, "missing table {table}");
     }
     store.ingest(&batch([1]), t(0)).unwrap();
     drop(store);

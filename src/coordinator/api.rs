@@ -54,7 +54,7 @@ use sha2::{Digest, Sha256};
 use super::config::Credential;
 use super::daemon::Shared;
 use super::engine::{ActionError, verdict_str};
-use super::store::{IncidentDetail, IncidentFilter, IncidentState, StoreError};
+use super::store::{IncidentDetail, IncidentFilter, IncidentState, PreparedBatch, StoreError};
 use crate::wire::{CHECKS_PATH, CheckList, RESULTS_PATH, ResultBatch};
 
 /// Largest result batch accepted (probes send at most 1 MiB).
@@ -301,69 +301,154 @@ async fn results(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
             return r;
         }
     };
-    let batch: ResultBatch = match parse_json(&body, false) {
-        Ok(b) => b,
-        Err(r) => {
-            s.metrics.batch("malformed");
+    // Parsing and serializing for the store are CPU work: off the runtime,
+    // and outside the engine's lock, so several batches prepare at once.
+    let prepared = blocking(move || -> Result<PreparedBatch, Response> {
+        let batch: ResultBatch = parse_json(&body, false)?;
+        drop(body);
+        if let Some(bound) = &cred.region
+            && bound != &batch.region
+        {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this token may only report region {bound:?}, the batch is from {:?}",
+                    batch.region
+                ),
+            ));
+        }
+        PreparedBatch::new(batch).map_err(|e| store_error(&e))
+    })
+    .await;
+    let prepared = match prepared {
+        Ok(Ok(p)) => p,
+        Ok(Err(r)) | Err(r) => {
+            s.metrics.batch(match r.status() {
+                StatusCode::FORBIDDEN => "forbidden",
+                StatusCode::BAD_REQUEST => "malformed",
+                _ => "error",
+            });
             return r;
         }
     };
-    drop(body);
-    if let Some(bound) = &cred.region
-        && bound != &batch.region
-    {
-        s.metrics.batch("forbidden");
+    let region = prepared.batch().region.clone();
+    let probe_id = prepared.batch().probe_id.clone();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job = IngestJob {
+        prepared,
+        received: t0,
+        reply,
+    };
+    let tx = s
+        .ingest
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let Some(tx) = tx else {
         return error(
-            StatusCode::FORBIDDEN,
-            format!(
-                "this token may only report region {bound:?}, the batch is from {:?}",
-                batch.region
-            ),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down; retry later",
+        );
+    };
+    if tx.send(job).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down; retry later",
         );
     }
-    let s2 = s.clone();
-    let outcome = blocking(move || {
-        let r = s2.engine().ingest(&batch, Utc::now());
-        (r, batch.region, batch.probe_id)
-    })
-    .await;
-    let (result, region, probe_id) = match outcome {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Ok(result) = answer.await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down; retry later",
+        );
     };
     match result {
-        Ok(out) => {
-            let elapsed = t0.elapsed().as_secs_f64();
-            s.metrics.ingest_seconds.0.observe(elapsed);
-            for _ in 0..out.notifications {
-                s.metrics.notify_latency.0.observe(elapsed);
-            }
+        Ok(ack) => {
             s.metrics
                 .results
                 .get_or_create(&RegionLabel { region })
-                .inc_by(out.ack.accepted);
-            s.metrics
-                .batch(if out.ack.accepted == 0 && out.ack.duplicates > 0 {
-                    "duplicate"
-                } else {
-                    "accepted"
-                });
+                .inc_by(ack.accepted);
+            s.metrics.batch(if ack.accepted == 0 && ack.duplicates > 0 {
+                "duplicate"
+            } else {
+                "accepted"
+            });
             let mut rates = s.rates.lock().unwrap_or_else(PoisonError::into_inner);
             let q = rates.entry(probe_id).or_default();
             let now = Instant::now();
-            q.push_back((now, out.ack.accepted));
+            q.push_back((now, ack.accepted));
             while q.front().is_some_and(|(t, _)| now - *t > RATE_WINDOW) {
                 q.pop_front();
             }
-            axum::Json(out.ack).into_response()
+            axum::Json(ack).into_response()
         }
         Err(e) => {
-            s.metrics.batch(if matches!(e, StoreError::Invalid { .. }) {
-                "invalid"
-            } else {
-                "error"
-            });
+            s.metrics.batch("error");
             store_error(&e)
+        }
+    }
+}
+
+/// A batch waiting for the ingest thread.
+pub struct IngestJob {
+    pub prepared: PreparedBatch,
+    /// When its request arrived.
+    pub received: Instant,
+    pub reply: tokio::sync::oneshot::Sender<Result<crate::wire::BatchAck, StoreError>>,
+}
+
+/// Most results one group commit takes.
+const GROUP_RESULTS: usize = 10_000;
+
+/// The ingest thread: takes every batch waiting (up to [`GROUP_RESULTS`]
+/// results) and stores and evaluates them in one transaction — one fsync
+/// for the group — then answers each. Ends when every sender is gone.
+pub fn ingest_loop(s: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<IngestJob>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        let mut n = jobs[0].prepared.len();
+        while n < GROUP_RESULTS {
+            match rx.try_recv() {
+                Ok(j) => {
+                    n += j.prepared.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let (prepared, waiters): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|j| (j.prepared, (j.received, j.reply)))
+            .unzip();
+        let result = s.engine().ingest_group(&prepared, Utc::now());
+        drop(prepared);
+        match result {
+            Ok((acks, notifications)) => {
+                let oldest = waiters.iter().map(|(t, _)| *t).min();
+                for ((t, reply), ack) in waiters.into_iter().zip(acks) {
+                    s.metrics
+                        .ingest_seconds
+                        .0
+                        .observe(t.elapsed().as_secs_f64());
+                    let _ = reply.send(Ok(ack));
+                }
+                // The group's notifications, timed from its oldest batch.
+                if let Some(t) = oldest {
+                    let secs = t.elapsed().as_secs_f64();
+                    for _ in 0..notifications {
+                        s.metrics.notify_latency.0.observe(secs);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storing a group of result batches failed");
+                let msg = e.to_string();
+                for (_, reply) in waiters {
+                    let _ = reply.send(Err(StoreError::Unavailable {
+                        reason: msg.clone(),
+                    }));
+                }
+            }
         }
     }
 }

@@ -44,6 +44,9 @@ impl CoordinatorOptions {
     }
 }
 
+/// Result batches that may wait for the ingest thread.
+const INGEST_QUEUE: usize = 64;
+
 /// Why the coordinator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -93,6 +96,9 @@ pub struct Shared {
     /// probe_id → recent (arrival, accepted) for results/second.
     pub rates: Mutex<HashMap<String, VecDeque<(Instant, u64)>>>,
     pub started: Instant,
+    /// Result batches for the ingest thread; taken at shutdown so that the
+    /// thread (which holds a `Shared` itself) sees the channel close.
+    pub ingest: Mutex<Option<tokio::sync::mpsc::Sender<api::IngestJob>>>,
 }
 
 impl Shared {
@@ -148,6 +154,9 @@ pub async fn serve(
         source: std::io::Error::other(e.to_string()),
     })??;
     let status = ConfigStatus::loaded(&cfg);
+    // Bounded: when the store falls behind, handlers wait here and probes
+    // see slower acknowledgements (and spool), not unbounded memory.
+    let (ingest_tx, ingest_rx) = tokio::sync::mpsc::channel(INGEST_QUEUE);
     let shared = Arc::new(Shared {
         engine: Mutex::new(engine),
         config: RwLock::new(cfg),
@@ -155,8 +164,19 @@ pub async fn serve(
         metrics: api::Metrics::default(),
         rates: Mutex::new(HashMap::new()),
         started: Instant::now(),
+        ingest: Mutex::new(Some(ingest_tx)),
     });
     shared.metrics.config_reload(true);
+    let ingest_thread = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("varde-ingest".into())
+            .spawn(move || api::ingest_loop(shared, ingest_rx))
+            .map_err(|e| StartError::Io {
+                what: "cannot start the ingest thread".into(),
+                source: e,
+            })?
+    };
     tracing::info!(
         listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
         data_dir = %opts.data_dir.display(),
@@ -245,6 +265,15 @@ pub async fn serve(
     for t in tasks {
         let _ = t.await;
     }
+    // Every handler is done: dropping the last sender lets the ingest
+    // thread drain what is queued and end.
+    shared
+        .ingest
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    drop(shared);
+    let _ = tokio::task::spawn_blocking(move || ingest_thread.join()).await;
     tracing::info!("coordinator stopped");
     Ok(())
 }

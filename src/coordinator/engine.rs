@@ -133,9 +133,11 @@ impl Default for CheckMem {
 /// The configuration, indexed for evaluation.
 struct Compiled {
     cfg: Arc<CoordinatorConfig>,
-    checks: HashMap<String, CheckDef>,
+    checks: HashMap<String, Arc<CheckDef>>,
+    /// Check → [`check_labels`], computed once.
+    labels: HashMap<String, Arc<BTreeMap<String, String>>>,
     /// Check → indexes of the rules that apply to it (not probe_offline).
-    rules_for: HashMap<String, Vec<usize>>,
+    rules_for: HashMap<String, Arc<[usize]>>,
     /// Check → checks that depend on it.
     dependents: HashMap<String, Vec<String>>,
     /// Indexes of probe_offline rules.
@@ -148,7 +150,8 @@ struct Compiled {
 
 impl Compiled {
     fn new(cfg: Arc<CoordinatorConfig>) -> Self {
-        let mut rules_for: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut rules_for: HashMap<String, Arc<[usize]>> = HashMap::new();
+        let mut all_labels = HashMap::new();
         let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
         let mut offline_rules = Vec::new();
         let mut latency_keep = Duration::ZERO;
@@ -161,7 +164,7 @@ impl Compiled {
         }
         for c in &cfg.checks {
             let labels = check_labels(c);
-            let idx: Vec<usize> = cfg
+            let idx: Arc<[usize]> = cfg
                 .rules
                 .rules
                 .iter()
@@ -171,6 +174,7 @@ impl Compiled {
                 .map(|(i, _)| i)
                 .collect();
             rules_for.insert(c.name.clone(), idx);
+            all_labels.insert(c.name.clone(), Arc::new(labels));
             for d in &c.depends_on {
                 dependents
                     .entry(d.clone())
@@ -182,8 +186,9 @@ impl Compiled {
             checks: cfg
                 .checks
                 .iter()
-                .map(|c| (c.name.clone(), c.clone()))
+                .map(|c| (c.name.clone(), Arc::new(c.clone())))
                 .collect(),
+            labels: all_labels,
             order: cfg.checks.iter().map(|c| c.name.clone()).collect(),
             rules_for,
             dependents,
@@ -358,13 +363,24 @@ pub struct Engine {
     /// Incident id → the latest repeat queued (the outbox's idempotency
     /// keys make a repeat after a restart a no-op).
     repeated: HashMap<i64, u32>,
-    /// Checks touched since the last write, to save.
+    /// Checks whose saved state must change in the next write (a region
+    /// changed state, a timer, flapping, a certificate...).
     dirty: BTreeSet<String>,
+    /// Checks whose only change is in streak counters and last-seen keys:
+    /// saved at the next checkpoint ([`CHECKPOINT_EVERY`]). After a crash
+    /// the results since then are replayed from the store instead.
+    lazy: BTreeSet<String>,
+    last_checkpoint: DateTime<Utc>,
     ops: Vec<Op>,
     /// Temporary ids of incidents opened in the current step.
     next_temp: i64,
     cursor: usize,
 }
+
+/// How often checks whose only change is their streaks are saved. A
+/// restart replays the results received in the last two of these (they are
+/// in the store, written in the same transactions), so no streak is lost.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
 
 /// How many checks a tick sweeps at least (all of them every
 /// `SWEEP_TICKS` ticks), besides those with pending or open incidents.
@@ -388,6 +404,8 @@ impl Engine {
             silences: Vec::new(),
             repeated: HashMap::new(),
             dirty: BTreeSet::new(),
+            lazy: BTreeSet::new(),
+            last_checkpoint: now,
             ops: Vec::new(),
             next_temp: -1,
             cursor: 0,
@@ -408,11 +426,28 @@ impl Engine {
     fn reload(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.ops.clear();
         self.dirty.clear();
+        self.lazy.clear();
         self.mem = self
             .store
             .load_check_states::<CheckMem>()?
             .into_iter()
             .collect();
+        // Streaks changed since the last checkpoint were not saved: replay
+        // the results of the last two checkpoint periods before the latest
+        // arrival (already applied ones are ignored by their key), and save
+        // what they changed at the next write.
+        let window = TimeDelta::from_std(CHECKPOINT_EVERY * 2).unwrap_or(TimeDelta::MAX);
+        for (check, region, seq, r) in self.store.results_tail(window)? {
+            let Some(def) = self.c.checks.get(&check) else {
+                continue;
+            };
+            let policy = self.c.policy(def, Quorum::Majority);
+            let mem = self.mem.entry(check.clone()).or_default();
+            let _ = mem
+                .track
+                .apply(&region, &Observation::from_result(seq, &r), &policy);
+            self.dirty.insert(check);
+        }
         self.open = self
             .store
             .open_incidents()?
@@ -492,28 +527,52 @@ impl Engine {
         batch: &ResultBatch,
         received_at: DateTime<Utc>,
     ) -> Result<IngestOutcome, StoreError> {
-        let prepared = PreparedBatch::new(batch)?;
+        let prepared = PreparedBatch::new(batch.clone())?;
+        let (acks, notifications) =
+            self.ingest_group(std::slice::from_ref(&prepared), received_at)?;
+        Ok(IngestOutcome {
+            ack: acks[0],
+            notifications,
+        })
+    }
+
+    /// Stores several batches and applies their new results in **one**
+    /// transaction (group commit: one fsync for all of them). Returns each
+    /// batch's acknowledgement, in order, and the firing notifications the
+    /// group queued. A store failure fails them all; nothing is stored.
+    pub fn ingest_group(
+        &mut self,
+        batches: &[PreparedBatch],
+        received_at: DateTime<Utc>,
+    ) -> Result<(Vec<BatchAck>, usize), StoreError> {
         // The results are stored in the same transaction as their effects;
         // which of them are new is known only inside it, so the effects are
         // computed there too.
-        let mut outcome = IngestOutcome::default();
+        let mut acks = Vec::with_capacity(batches.len());
+        let mut notifications = 0;
         let result = self.store.clone().transaction(|tx| {
-            let (ack, new) = tx.insert_batch(&prepared, received_at)?;
-            outcome.ack = ack;
-            let region = &batch.region;
-            let seen = self.regions.entry(region.clone()).or_insert(received_at);
-            *seen = (*seen).max(received_at);
-            let mut touched: BTreeSet<&str> = BTreeSet::new();
-            for rec in &new {
-                if self.apply_result(&rec.check, region, rec.seq, &rec.result, received_at) {
-                    touched.insert(&rec.check);
+            let mut touched: BTreeSet<String> = BTreeSet::new();
+            for prepared in batches {
+                let batch = prepared.batch();
+                let (ack, new) = tx.insert_batch(prepared, received_at)?;
+                acks.push(ack);
+                let region = &batch.region;
+                let seen = self.regions.entry(region.clone()).or_insert(received_at);
+                *seen = (*seen).max(received_at);
+                for i in new {
+                    let rec = &batch.results[i];
+                    if self.apply_result(&rec.check, region, rec.seq, &rec.result, received_at)
+                        && !touched.contains(&rec.check)
+                    {
+                        touched.insert(rec.check.clone());
+                    }
                 }
             }
             let mut deps: BTreeSet<String> = BTreeSet::new();
             for check in &touched {
                 self.evaluate(check, received_at);
-                for d in self.c.dependents.get(*check).into_iter().flatten() {
-                    if !touched.contains(d.as_str()) {
+                for d in self.c.dependents.get(check).into_iter().flatten() {
+                    if !touched.contains(d) {
                         deps.insert(d.clone());
                     }
                 }
@@ -524,7 +583,7 @@ impl Engine {
                 }
             }
             self.probe_offline(received_at);
-            outcome.notifications = self
+            notifications = self
                 .ops
                 .iter()
                 .filter(|o| {
@@ -540,7 +599,7 @@ impl Engine {
             self.write(tx, received_at)
         });
         self.finish(result, received_at)?;
-        Ok(outcome)
+        Ok((acks, notifications))
     }
 
     /// Applies one new result to memory; whether the check is configured.
@@ -561,10 +620,13 @@ impl Engine {
         let mem = self.mem.entry(check.to_owned()).or_default();
         let obs = Observation::from_result(seq, r);
         let transition = mem.track.apply(region, &obs, &policy);
+        let mut now_dirty = transition.is_some();
         if let Some(tls) = &r.tls
             && let Some(exp) = tls.earliest_expiry
+            && mem.certs.get(region) != Some(&exp)
         {
             mem.certs.insert(region.to_owned(), exp);
+            now_dirty = true;
         }
         if r.success && !self.c.latency_keep.is_zero() {
             let w = self
@@ -574,7 +636,11 @@ impl Engine {
             w.push(r.started_at, r.duration, &r.phases);
             w.prune(now, self.c.latency_keep);
         }
-        self.dirty.insert(check.to_owned());
+        if now_dirty {
+            self.dirty.insert(check.to_owned());
+        } else if !self.lazy.contains(check) {
+            self.lazy.insert(check.to_owned());
+        }
         if let Some(t) = transition {
             let detail = json!({
                 "region": t.region, "from": t.from, "to": t.to,
@@ -612,6 +678,12 @@ impl Engine {
     /// every tick; all others at least every [`SWEEP_TICKS`] ticks.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.silences.retain(|(_, s)| s.ends_at > now);
+        if now.signed_duration_since(self.last_checkpoint)
+            >= TimeDelta::from_std(CHECKPOINT_EVERY).unwrap_or(TimeDelta::MAX)
+        {
+            self.dirty.append(&mut self.lazy);
+            self.last_checkpoint = now;
+        }
         let mut due: BTreeSet<String> = self
             .open
             .values()
@@ -705,10 +777,15 @@ impl Engine {
         if changed || entered || left {
             self.dirty.insert(check.to_owned());
         }
-        let labels = check_labels(&def);
-        let rules = self.c.rules_for.get(check).cloned().unwrap_or_default();
+        let labels = self.c.labels.get(check).cloned().unwrap_or_default();
+        let rules = self
+            .c
+            .rules_for
+            .get(check)
+            .cloned()
+            .unwrap_or_else(|| Arc::from([]));
         let cfg = self.c.cfg.clone();
-        for i in rules {
+        for &i in rules.iter() {
             let rule = &cfg.rules.rules[i];
             let cond = self.condition(rule, &def, now);
             self.drive(rule, &def, &labels, None, cond, now);
@@ -1313,6 +1390,7 @@ impl Engine {
         let mut ids: HashMap<i64, i64> = HashMap::new();
         let real = |ids: &HashMap<i64, i64>, id: i64| ids.get(&id).copied().unwrap_or(id);
         for check in std::mem::take(&mut self.dirty) {
+            self.lazy.remove(&check);
             if let Some(mem) = self.mem.get(&check) {
                 tx.save_check_state(&check, mem, now)?;
             }
@@ -1536,7 +1614,7 @@ impl Engine {
                 .get(&fp)
                 .map(|i| i.labels.clone())
                 .unwrap_or_default();
-            self.resuppress(&fp, &labels, def.as_ref(), now);
+            self.resuppress(&fp, &labels, def.as_deref(), now);
         }
         self.commit(now)
     }

@@ -44,7 +44,7 @@ const PRUNE_CHUNK: usize = 5_000;
 /// Schema migrations, in order. Script `i` takes the database from
 /// `user_version = i` to `i + 1`, in one transaction. Never edit a released
 /// script: append a new one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -176,6 +176,42 @@ ALTER TABLE incidents ADD COLUMN updated_at TEXT;
 CREATE INDEX outbox_by_state ON outbox (state);
 "#;
 
+// v3: ingest speed. `results` and `check_state` are written for every
+// result; SQLite's json_valid() CHECK re-parsed every body (the bodies are
+// serialized by varde itself), and results_by_check was read by nothing.
+// Both tables are rebuilt without them; retention keeps `results` small.
+const SCHEMA_V3: &str = r#"
+CREATE TABLE results_v3 (
+    probe_id         TEXT    NOT NULL REFERENCES probes (probe_id),
+    seq              INTEGER NOT NULL CHECK (seq >= 0),
+    check_name       TEXT    NOT NULL,
+    region           TEXT    NOT NULL,
+    started_at       TEXT    NOT NULL,
+    received_at      TEXT    NOT NULL,
+    success          INTEGER NOT NULL CHECK (success IN (0, 1)),
+    reason           TEXT,
+    duration_seconds REAL    NOT NULL CHECK (duration_seconds >= 0),
+    body             TEXT    NOT NULL,
+    PRIMARY KEY (probe_id, seq)
+) STRICT;
+INSERT INTO results_v3
+    SELECT probe_id, seq, check_name, region, started_at, received_at, success, reason,
+           duration_seconds, body
+    FROM results;
+DROP TABLE results;
+ALTER TABLE results_v3 RENAME TO results;
+CREATE INDEX results_by_received ON results (received_at);
+
+CREATE TABLE check_state_v3 (
+    check_name TEXT PRIMARY KEY NOT NULL,
+    state      TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+) STRICT;
+INSERT INTO check_state_v3 SELECT check_name, state, updated_at FROM check_state;
+DROP TABLE check_state;
+ALTER TABLE check_state_v3 RENAME TO check_state;
+"#;
+
 /// What can go wrong in the store. Messages name files and limits, never
 /// tokens or other secrets.
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +246,10 @@ pub enum StoreError {
     /// A stored value could not be decoded (hand-edited or corrupt row).
     #[error("stored {what} is unreadable: {detail}")]
     Corrupt { what: String, detail: String },
+    /// A write failed for a reason reported elsewhere (a group commit that
+    /// failed for every batch in it); retry later.
+    #[error("store unavailable: {reason}")]
+    Unavailable { reason: String },
     /// SQLite reported an error (I/O, lock timeout, constraint).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -282,8 +322,10 @@ impl SqliteStore {
         batch: &ResultBatch,
         received_at: DateTime<Utc>,
     ) -> Result<(BatchAck, Vec<ResultRecord>), StoreError> {
-        let rows = PreparedBatch::new(batch)?;
-        self.transaction(|tx| tx.insert_batch(&rows, received_at))
+        let prepared = PreparedBatch::new(batch.clone())?;
+        let (ack, new) = self.transaction(|tx| tx.insert_batch(&prepared, received_at))?;
+        let records = new.into_iter().map(|i| batch.results[i].clone()).collect();
+        Ok((ack, records))
     }
 
     /// Runs `f` in one write transaction: everything it wrote is committed
@@ -680,13 +722,14 @@ pub struct Txn<'c> {
 }
 
 impl Txn<'_> {
-    /// Stores a prepared batch (see [`SqliteStore::ingest`]).
+    /// Stores a prepared batch (see [`SqliteStore::ingest`]); returns the
+    /// indexes of the records that were new, in `seq` order.
     pub fn insert_batch(
         &mut self,
-        prepared: &PreparedBatch<'_>,
+        prepared: &PreparedBatch,
         received_at: DateTime<Utc>,
-    ) -> Result<(BatchAck, Vec<ResultRecord>), StoreError> {
-        let batch = prepared.batch;
+    ) -> Result<(BatchAck, Vec<usize>), StoreError> {
+        let batch = &prepared.batch;
         let received = ts(received_at);
         let tx = &self.tx;
         tx.execute(
@@ -708,7 +751,7 @@ impl Txn<'_> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (probe_id, seq) DO NOTHING",
             )?;
-            for (record, row) in batch.results.iter().zip(&prepared.rows) {
+            for (i, (record, row)) in batch.results.iter().zip(&prepared.rows).enumerate() {
                 let n = insert.execute(params![
                     record.probe_id,
                     row.seq,
@@ -722,7 +765,7 @@ impl Txn<'_> {
                     row.body,
                 ])?;
                 if n == 1 {
-                    stored.push(record.clone());
+                    stored.push(i);
                 }
             }
         }
@@ -731,7 +774,7 @@ impl Txn<'_> {
             "UPDATE probes SET results_total = results_total + ?2 WHERE probe_id = ?1",
             params![batch.probe_id, accepted as i64],
         )?;
-        stored.sort_by_key(|r| r.seq);
+        stored.sort_by_key(|&i| batch.results[i].seq);
         let ack = BatchAck {
             accepted,
             duplicates: batch.results.len() as u64 - accepted,
@@ -1101,8 +1144,50 @@ impl SqliteStore {
             .collect()
     }
 
-    /// Successful results that started after `since`, oldest first: what
-    /// rebuilds latency windows and certificate facts after a restart.
+    /// The results that arrived within `window` before the latest arrival,
+    /// in arrival order, with their seq: what a restart replays into the
+    /// check state saved at the last checkpoint.
+    pub fn results_tail(
+        &self,
+        window: chrono::TimeDelta,
+    ) -> Result<Vec<(String, String, u64, CheckResult)>, StoreError> {
+        let conn = self.lock();
+        let latest: Option<String> = conn
+            .prepare_cached("SELECT max(received_at) FROM results")?
+            .query_row([], |r| r.get(0))?;
+        let Some(latest) = latest else {
+            return Ok(Vec::new());
+        };
+        let since = ts(parse_ts("results.received_at", &latest)? - window);
+        let mut stmt = conn.prepare_cached(
+            "SELECT check_name, region, seq, body FROM results
+             WHERE received_at >= ?1 ORDER BY received_at, probe_id, seq",
+        )?;
+        let raw = stmt
+            .query_map([since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        drop(conn);
+        raw.into_iter()
+            .map(|(c, region, seq, body)| {
+                let r = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                    what: format!("result of {c:?}"),
+                    detail: e.to_string(),
+                })?;
+                Ok((c, region, u64::try_from(seq).unwrap_or(0), r))
+            })
+            .collect()
+    }
+
+    /// Results that arrived after `since` (coordinator clock), in arrival
+    /// order: what rebuilds latency windows after a restart.
     pub fn results_since(
         &self,
         since: DateTime<Utc>,
@@ -1110,7 +1195,7 @@ impl SqliteStore {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT check_name, region, body FROM results
-             WHERE started_at > ?1 ORDER BY started_at",
+             WHERE received_at > ?1 ORDER BY received_at, probe_id, seq",
         )?;
         let raw = stmt
             .query_map([ts(since)], |r| {
@@ -1240,23 +1325,32 @@ struct Row {
 
 /// A batch checked and serialized outside the write lock, ready for
 /// [`Txn::insert_batch`].
-pub struct PreparedBatch<'b> {
-    batch: &'b ResultBatch,
+pub struct PreparedBatch {
+    batch: ResultBatch,
     rows: Vec<Row>,
 }
 
-impl<'b> PreparedBatch<'b> {
+impl PreparedBatch {
     /// Checks that every record belongs to the batch's probe and region and
     /// serializes the results; a batch that fails is refused whole.
-    pub fn new(batch: &'b ResultBatch) -> Result<Self, StoreError> {
+    pub fn new(batch: ResultBatch) -> Result<Self, StoreError> {
         Ok(PreparedBatch {
-            rows: validate(batch)?,
+            rows: validate(&batch)?,
             batch,
         })
     }
 
     pub fn batch(&self) -> &ResultBatch {
-        self.batch
+        &self.batch
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
     }
 }
 
