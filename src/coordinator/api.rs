@@ -91,15 +91,16 @@ struct StateLabel {
     state: &'static str,
 }
 
-/// A histogram with latency buckets from 100 µs to ~10 s.
+/// A histogram with latency buckets from 100 µs to 10 s, fine around the
+/// 50 ms notification target.
 #[derive(Clone)]
 struct HistogramCell(Histogram);
 
 impl Default for HistogramCell {
     fn default() -> Self {
         HistogramCell(Histogram::new([
-            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-            2.5, 5.0, 10.0,
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075,
+            0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ]))
     }
 }

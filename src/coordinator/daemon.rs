@@ -144,9 +144,10 @@ pub async fn serve(
     }
     let data_dir = opts.data_dir.clone();
     let cfg2 = cfg.clone();
-    let engine = tokio::task::spawn_blocking(move || {
+    let (engine, checkpointer) = tokio::task::spawn_blocking(move || {
         let store = Arc::new(SqliteStore::open(&data_dir)?);
-        Engine::new(store, cfg2, Utc::now())
+        let checkpointer = store.start_checkpointer(Duration::from_secs(1))?;
+        Ok::<_, StoreError>((Engine::new(store, cfg2, Utc::now())?, checkpointer))
     })
     .await
     .map_err(|e| StartError::Io {
@@ -273,7 +274,11 @@ pub async fn serve(
         .unwrap_or_else(PoisonError::into_inner)
         .take();
     drop(shared);
-    let _ = tokio::task::spawn_blocking(move || ingest_thread.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = ingest_thread.join();
+        drop(checkpointer);
+    })
+    .await;
     tracing::info!("coordinator stopped");
     Ok(())
 }

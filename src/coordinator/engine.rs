@@ -63,7 +63,7 @@
 //! no new incident opens for that fingerprint ("latched"); once the
 //! condition clears, the latch is dropped.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -370,16 +370,20 @@ pub struct Engine {
     /// saved at the next checkpoint ([`CHECKPOINT_EVERY`]). After a crash
     /// the results since then are replayed from the store instead.
     lazy: BTreeSet<String>,
-    last_checkpoint: DateTime<Utc>,
+    /// When each lazy check first changed, oldest first; a tick saves
+    /// those older than half of [`CHECKPOINT_EVERY`] (a steady trickle,
+    /// never all checks at once).
+    lazy_since: VecDeque<(DateTime<Utc>, String)>,
     ops: Vec<Op>,
     /// Temporary ids of incidents opened in the current step.
     next_temp: i64,
     cursor: usize,
 }
 
-/// How often checks whose only change is their streaks are saved. A
-/// restart replays the results received in the last two of these (they are
-/// in the store, written in the same transactions), so no streak is lost.
+/// Checks whose only change is their streaks are saved within half of
+/// this. A restart replays the results received in the last two of these
+/// (they are in the store, written in the same transactions), so no streak
+/// is lost.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
 
 /// How many checks a tick sweeps at least (all of them every
@@ -405,7 +409,7 @@ impl Engine {
             repeated: HashMap::new(),
             dirty: BTreeSet::new(),
             lazy: BTreeSet::new(),
-            last_checkpoint: now,
+            lazy_since: VecDeque::new(),
             ops: Vec::new(),
             next_temp: -1,
             cursor: 0,
@@ -427,6 +431,7 @@ impl Engine {
         self.ops.clear();
         self.dirty.clear();
         self.lazy.clear();
+        self.lazy_since.clear();
         self.mem = self
             .store
             .load_check_states::<CheckMem>()?
@@ -640,6 +645,7 @@ impl Engine {
             self.dirty.insert(check.to_owned());
         } else if !self.lazy.contains(check) {
             self.lazy.insert(check.to_owned());
+            self.lazy_since.push_back((now, check.to_owned()));
         }
         if let Some(t) = transition {
             let detail = json!({
@@ -678,11 +684,16 @@ impl Engine {
     /// every tick; all others at least every [`SWEEP_TICKS`] ticks.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.silences.retain(|(_, s)| s.ends_at > now);
-        if now.signed_duration_since(self.last_checkpoint)
-            >= TimeDelta::from_std(CHECKPOINT_EVERY).unwrap_or(TimeDelta::MAX)
-        {
-            self.dirty.append(&mut self.lazy);
-            self.last_checkpoint = now;
+        let due = now - TimeDelta::from_std(CHECKPOINT_EVERY / 2).unwrap_or(TimeDelta::MAX);
+        while let Some((since, _)) = self.lazy_since.front() {
+            if *since > due {
+                break;
+            }
+            if let Some((_, check)) = self.lazy_since.pop_front()
+                && self.lazy.remove(&check)
+            {
+                self.dirty.insert(check);
+            }
         }
         let mut due: BTreeSet<String> = self
             .open

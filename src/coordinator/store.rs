@@ -269,6 +269,23 @@ pub struct ProbeRow {
     pub results_total: u64,
 }
 
+/// The background WAL checkpointer of [`SqliteStore::start_checkpointer`];
+/// stops (after a last checkpoint) when dropped.
+#[derive(Debug)]
+pub struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The SQLite store. One connection behind a mutex: SQLite serializes
 /// writers anyway, and the coordinator's write rate is modest.
 #[derive(Debug)]
@@ -309,6 +326,42 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Moves WAL checkpoints off the write path: turns off SQLite's
+    /// automatic checkpoint (which runs inside a committing transaction and
+    /// stalls it while it copies the WAL into the database and fsyncs) and
+    /// runs a passive checkpoint every `every` on a thread with its own
+    /// connection, which does not block writers. Stops when the returned
+    /// guard is dropped.
+    pub fn start_checkpointer(&self, every: Duration) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open(&self.path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        self.lock().pragma_update(None, "wal_autocheckpoint", 0)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("varde-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+                // A last full checkpoint, so a clean stop leaves a small WAL.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            })
+            .map_err(|e| StoreError::DataDir {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     /// Stores a batch in one transaction and answers how many records were
