@@ -138,6 +138,9 @@ struct Compiled {
     labels: HashMap<String, Arc<BTreeMap<String, String>>>,
     /// Check → indexes of the rules that apply to it (not probe_offline).
     rules_for: HashMap<String, Arc<[usize]>>,
+    /// Checks with a latency or cert_expiry rule: every result may change
+    /// their condition.
+    timed: BTreeSet<String>,
     /// Check → checks that depend on it.
     dependents: HashMap<String, Vec<String>>,
     /// Indexes of probe_offline rules.
@@ -152,6 +155,7 @@ impl Compiled {
     fn new(cfg: Arc<CoordinatorConfig>) -> Self {
         let mut rules_for: HashMap<String, Arc<[usize]>> = HashMap::new();
         let mut all_labels = HashMap::new();
+        let mut timed = BTreeSet::new();
         let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
         let mut offline_rules = Vec::new();
         let mut latency_keep = Duration::ZERO;
@@ -173,6 +177,14 @@ impl Compiled {
                 .filter(|(_, r)| r.matches(&labels))
                 .map(|(i, _)| i)
                 .collect();
+            if idx.iter().any(|&i| {
+                matches!(
+                    cfg.rules.rules[i].kind,
+                    RuleKind::Latency { .. } | RuleKind::CertExpiry { .. }
+                )
+            }) {
+                timed.insert(c.name.clone());
+            }
             rules_for.insert(c.name.clone(), idx);
             all_labels.insert(c.name.clone(), Arc::new(labels));
             for d in &c.depends_on {
@@ -189,6 +201,7 @@ impl Compiled {
                 .map(|c| (c.name.clone(), Arc::new(c.clone())))
                 .collect(),
             labels: all_labels,
+            timed,
             order: cfg.checks.iter().map(|c| c.name.clone()).collect(),
             rules_for,
             dependents,
@@ -557,6 +570,8 @@ impl Engine {
         let mut notifications = 0;
         let result = self.store.clone().transaction(|tx| {
             let mut touched: BTreeSet<String> = BTreeSet::new();
+            let open_checks: BTreeSet<String> =
+                self.open.values().map(|i| i.check.clone()).collect();
             for prepared in batches {
                 let batch = prepared.batch();
                 let (ack, new) = tx.insert_batch(prepared, received_at)?;
@@ -566,8 +581,14 @@ impl Engine {
                 *seen = (*seen).max(received_at);
                 for i in new {
                     let rec = &batch.results[i];
-                    if self.apply_result(&rec.check, region, rec.seq, &rec.result, received_at)
-                        && !touched.contains(&rec.check)
+                    if self.apply_result(
+                        &rec.check,
+                        region,
+                        rec.seq,
+                        &rec.result,
+                        received_at,
+                        &open_checks,
+                    ) && !touched.contains(&rec.check)
                     {
                         touched.insert(rec.check.clone());
                     }
@@ -607,7 +628,11 @@ impl Engine {
         Ok((acks, notifications))
     }
 
-    /// Applies one new result to memory; whether the check is configured.
+    /// Applies one new result to memory. Returns whether the check must be
+    /// evaluated now: a result that changes no region's state, brings no
+    /// stale region back, and meets no timer, open incident, latency or
+    /// certificate rule cannot change any condition (the tick's sweep
+    /// covers time passing), so most results of healthy checks skip it.
     fn apply_result(
         &mut self,
         check: &str,
@@ -615,6 +640,7 @@ impl Engine {
         seq: u64,
         r: &CheckResult,
         now: DateTime<Utc>,
+        open_checks: &BTreeSet<String>,
     ) -> bool {
         let Some(def) = self.c.checks.get(check) else {
             // A check removed from config while the probe still ran it, or
@@ -622,9 +648,19 @@ impl Engine {
             return false;
         };
         let policy = self.c.policy(def, Quorum::Majority);
-        let mem = self.mem.entry(check.to_owned()).or_default();
+        if !self.mem.contains_key(check) {
+            self.mem.insert(check.to_owned(), CheckMem::default());
+        }
+        let Some(mem) = self.mem.get_mut(check) else {
+            return false;
+        };
+        let was_stale = mem
+            .track
+            .region(region)
+            .is_none_or(|t| t.is_stale(now, &policy));
         let obs = Observation::from_result(seq, r);
         let transition = mem.track.apply(region, &obs, &policy);
+        let waiting = !mem.pending.is_empty() || mem.flapping || !mem.latched.is_empty();
         let mut now_dirty = transition.is_some();
         if let Some(tls) = &r.tls
             && let Some(exp) = tls.earliest_expiry
@@ -641,6 +677,11 @@ impl Engine {
             w.push(r.started_at, r.duration, &r.phases);
             w.prune(now, self.c.latency_keep);
         }
+        let needs_eval = now_dirty
+            || was_stale
+            || waiting
+            || self.c.timed.contains(check)
+            || open_checks.contains(check);
         if now_dirty {
             self.dirty.insert(check.to_owned());
         } else if !self.lazy.contains(check) {
@@ -668,7 +709,7 @@ impl Engine {
                 });
             }
         }
-        true
+        needs_eval
     }
 
     fn has_open(&self, check: &str) -> bool {
