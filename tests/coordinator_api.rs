@@ -274,6 +274,19 @@ async fn results_need_a_known_probe_token_and_nothing_is_stored_without_one() {
         .await;
     assert_eq!(s, 200);
     assert_eq!(probes_total(&c).await, 4);
+    // probe-eu belongs to the eu token: the us token may not push as it
+    // (and so may not claim its next sequence numbers).
+    let (s, _, msg) = c
+        .req(
+            "POST",
+            "/api/v1/results",
+            Some(US),
+            body(&batch("eu", 4..=5, true)),
+            &[],
+        )
+        .await;
+    assert_eq!(s, 403, "{msg:?}");
+    assert_eq!(probes_total(&c).await, 4);
     c.stop().await;
 }
 

@@ -209,19 +209,26 @@ fn quorum_table_one_two_three_of_three_regions_down() {
 fn a_stale_region_does_not_vote() {
     let mut h = H::new(ONE_CHECK, QUORUM_RULES);
     h.rounds("api", &[], 0);
-    // ap goes down, then stops reporting; eu down, us up.
+    // ap goes down, then stops reporting; eu and us stay up for a while.
     h.push("ap", "api", false, t(60));
     h.push("ap", "api", false, t(90));
-    assert_eq!(h.rules_of_open(), ["degraded", "q-any"]);
-    for s in [120, 150, 180, 210] {
+    for s in [60, 90, 120, 150, 180, 210, 240] {
+        h.push("eu", "api", true, t(s));
+        h.push("us", "api", true, t(s));
+    }
+    // ap is stale since 150 s; the voters eu and us say UP: the `down`
+    // incidents resolve, the `degraded` one (whose clearing needs DOWN or
+    // UP without a silent down region) stays.
+    assert_eq!(h.rules_of_open(), ["degraded"]);
+    // Then eu fails. At 300 s ap's last result (90 s) is long stale.
+    for s in [270, 300] {
         h.push("eu", "api", false, t(s));
         h.push("us", "api", true, t(s));
     }
-    // At 210 s ap's last result (90 s) is 120 s old: stale (> 2 × 30 s).
-    // Voters eu (down) and us (up): 1 of 2 is no majority, and q-2 is not
-    // met either, though ap was down when it went silent.
-    let status = h.engine.check_status(Some("api"), t(210));
+    let status = h.engine.check_status(Some("api"), t(300));
     assert!(status[0].regions["ap"].stale);
+    // Voters eu (down) and us (up): 1 of 2 is no majority, and q-2 is not
+    // met either, though ap was down when it went silent; `any` fires.
     assert_eq!(h.rules_of_open(), ["degraded", "q-any"]);
 }
 
@@ -254,6 +261,28 @@ fn a_region_going_silent_raises_probe_offline_not_down() {
         h.outbox(),
         [(id, "firing".to_owned()), (id, "resolved".to_owned())]
     );
+}
+
+#[test]
+fn a_down_region_going_stale_does_not_resolve_the_incident() {
+    let mut h = H::new(ONE_CHECK, DOWN_RULE);
+    h.rounds("api", &[], 0);
+    h.rounds("api", &["eu", "us"], 60); // 2 of 3 down: DOWN
+    let id = h.open()[0].id;
+    // us's probe dies; eu stays down, ap up: DEGRADED among the voters,
+    // but us was down when it went silent — not a recovery.
+    for s in (120..=300).step_by(30) {
+        h.push("eu", "api", false, t(s));
+        h.push("ap", "api", true, t(s));
+        h.engine.tick(t(s)).unwrap();
+    }
+    assert_eq!(h.open().len(), 1);
+    assert_eq!(h.outbox(), [(id, "firing".to_owned())]);
+    // eu recovers too: the remaining voters say UP, that is a recovery.
+    h.push("eu", "api", true, t(330));
+    h.push("eu", "api", true, t(360));
+    assert!(h.open().is_empty());
+    assert_eq!(h.outbox().last(), Some(&(id, "resolved".to_owned())));
 }
 
 #[test]
@@ -847,6 +876,40 @@ fn a_restart_resumes_state_without_duplicates() {
             (open[0].id, "resolved".to_owned())
         ]
     );
+}
+
+#[test]
+fn a_check_removed_while_the_coordinator_was_stopped_resolves_at_start() {
+    let mut h = H::new(DEPENDENT, DOWN_RULE);
+    h.rounds("api", &["eu", "us", "ap"], 0);
+    let id = h.open()[0].id;
+    let only_db = "[[check]]\nname = \"db\"\ntarget = \"tcp://127.0.0.1:9\"\ninterval = \"30s\"\n";
+    h.cfg = config(only_db, DOWN_RULE, Settings::default());
+    h.restart(t(100));
+    assert!(h.open().is_empty());
+    assert_eq!(
+        h.outbox(),
+        [(id, "firing".to_owned()), (id, "resolved".to_owned())]
+    );
+}
+
+#[test]
+fn an_acknowledged_incident_is_not_paged_when_its_silence_ends() {
+    let mut h = H::new(ONE_CHECK, DOWN_RULE);
+    h.engine
+        .add_silence(matchers(&[("check", "api")]), t(0), t(200), "ana", "", t(0))
+        .unwrap();
+    h.rounds("api", &["eu", "us", "ap"], 0);
+    let id = h.open()[0].id;
+    h.engine.acknowledge(id, "ana", "seen it", t(50)).unwrap();
+    for s in (60..400).step_by(30) {
+        for region in ["eu", "us", "ap"] {
+            h.push(region, "api", false, t(s));
+        }
+        h.engine.tick(t(s)).unwrap();
+    }
+    assert!(h.outbox().is_empty(), "{:?}", h.outbox());
+    assert_eq!(h.open()[0].suppressed_by, None);
 }
 
 #[test]

@@ -61,6 +61,8 @@ use crate::wire::{CHECKS_PATH, CheckList, RESULTS_PATH, ResultBatch};
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Largest body of any other request.
 pub const MAX_API_BYTES: usize = 64 * 1024;
+/// How long a result batch's body may take to arrive.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most incidents one list returns.
 pub const MAX_LIST: usize = 1000;
 
@@ -293,17 +295,51 @@ async fn checks(
         .into_response()
 }
 
-async fn results(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn results(State(s): State<Arc<Shared>>, req: axum::extract::Request) -> Response {
     let t0 = Instant::now();
-    let cred = match probe_auth(&s, &headers) {
+    let (parts, body) = req.into_parts();
+    // The token is checked before a byte of the body is read, and the body
+    // must arrive within BODY_TIMEOUT: unauthenticated or slow clients can
+    // hold neither memory nor a connection for long.
+    let cred = match probe_auth(&s, &parts.headers) {
         Ok(c) => c,
         Err(r) => {
             s.metrics.batch("unauthorized");
             return r;
         }
     };
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BATCH_BYTES))
+        .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|c| c.is::<http_body_util::LengthLimitError>());
+            s.metrics
+                .batch(if too_large { "too_large" } else { "malformed" });
+            return if too_large {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("result batch over {MAX_BATCH_BYTES} bytes"),
+                )
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the body failed: {e}"),
+                )
+            };
+        }
+        Err(_) => {
+            s.metrics.batch("timeout");
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {}s", BODY_TIMEOUT.as_secs()),
+            );
+        }
+    };
     // Parsing and serializing for the store are CPU work: off the runtime,
     // and outside the engine's lock, so several batches prepare at once.
+    let store = s.store.clone();
     let prepared = blocking(move || -> Result<PreparedBatch, Response> {
         let batch: ResultBatch = parse_json(&body, false)?;
         drop(body);
@@ -318,7 +354,21 @@ async fn results(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
                 ),
             ));
         }
-        PreparedBatch::new(batch).map_err(|e| store_error(&e))
+        // A probe_id belongs to the token it first pushed with: no other
+        // token may write (and so pre-empt) its sequence numbers.
+        match store.probe_owner(&batch.probe_id) {
+            Ok(Some(owner)) if owner != cred.name => {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    format!("probe_id {:?} pushes with another token", batch.probe_id),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(store_error(&e)),
+        }
+        PreparedBatch::new(batch)
+            .map(|p| p.sent_by(&cred.name))
+            .map_err(|e| store_error(&e))
     })
     .await;
     let prepared = match prepared {
@@ -486,7 +536,7 @@ async fn list_incidents(State(s): State<Arc<Shared>>, Query(q): Query<IncidentQu
         check: q.check,
         limit: q.limit.unwrap_or(100).clamp(1, MAX_LIST),
     };
-    let store = s.engine().store().clone();
+    let store = s.store.clone();
     match blocking(move || store.incidents(&filter)).await {
         Ok(Ok(list)) => axum::Json(json!({ "incidents": list })).into_response(),
         Ok(Err(e)) => store_error(&e),
@@ -508,7 +558,7 @@ async fn get_incident(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> R
         Ok(i) => i,
         Err(r) => return r,
     };
-    let store = s.engine().store().clone();
+    let store = s.store.clone();
     match blocking(move || store.incident(id)).await {
         Ok(Ok(Some(IncidentDetail {
             incident: inc,
@@ -594,7 +644,7 @@ async fn incident_action(
     .await;
     match r {
         Ok(Ok(())) => {
-            let store = s.engine().store().clone();
+            let store = s.store.clone();
             match blocking(move || store.incident(id)).await {
                 Ok(Ok(Some(d))) => axum::Json(json!({ "incident": d.incident })).into_response(),
                 Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no incident {id}")),
@@ -624,7 +674,7 @@ struct NewSilence {
 
 async fn list_silences(State(s): State<Arc<Shared>>) -> Response {
     let cfg = s.config();
-    let store = s.engine().store().clone();
+    let store = s.store.clone();
     let api = match blocking(move || store.silences(Utc::now(), true)).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return store_error(&e),
@@ -684,7 +734,10 @@ async fn add_silence(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             .ok()
             .and_then(|d| chrono::TimeDelta::from_std(d).ok())
         {
-            Some(d) => starts_at + d,
+            Some(d) => match starts_at.checked_add_signed(d) {
+                Some(t) => t,
+                None => return error(StatusCode::BAD_REQUEST, "duration is too long"),
+            },
             None => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -738,7 +791,7 @@ async fn expire_silence(
 // === probes, status, config ===
 
 async fn probes(State(s): State<Arc<Shared>>) -> Response {
-    let store = s.engine().store().clone();
+    let store = s.store.clone();
     let rows = match blocking(move || store.probes()).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return store_error(&e),

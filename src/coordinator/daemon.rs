@@ -90,6 +90,8 @@ impl ConfigStatus {
 /// State shared by handlers and background tasks.
 pub struct Shared {
     pub engine: Mutex<Engine>,
+    /// The engine's store, for reads that need not wait for the engine.
+    pub store: Arc<SqliteStore>,
     pub config: RwLock<Arc<CoordinatorConfig>>,
     pub config_status: Mutex<ConfigStatus>,
     pub metrics: api::Metrics,
@@ -102,8 +104,20 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The engine. If a step panicked while holding it, its memory is
+    /// rebuilt from the store first (the step's transaction rolled back).
     pub fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
-        self.engine.lock().unwrap_or_else(PoisonError::into_inner)
+        match self.engine.lock() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                let mut g = poisoned.into_inner();
+                self.engine.clear_poison();
+                if let Err(e) = g.recover(Utc::now()) {
+                    tracing::error!(error = %e, "rebuilding the engine's state after a panic failed");
+                }
+                g
+            }
+        }
     }
 
     pub fn config(&self) -> Arc<CoordinatorConfig> {
@@ -159,6 +173,7 @@ pub async fn serve(
     // see slower acknowledgements (and spool), not unbounded memory.
     let (ingest_tx, ingest_rx) = tokio::sync::mpsc::channel(INGEST_QUEUE);
     let shared = Arc::new(Shared {
+        store: engine.store().clone(),
         engine: Mutex::new(engine),
         config: RwLock::new(cfg),
         config_status: Mutex::new(status),

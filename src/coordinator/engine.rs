@@ -42,9 +42,15 @@
 //!
 //! Notifications are **held** while the incident is *suppressed*: by a
 //! silence or maintenance window matching its labels, by a dependency (a
-//! check in `depends_on` whose verdict is DOWN or DEGRADED, or whose latest
-//! result failed in a fresh region — so a dependent's failure that arrives
-//! just before its dependency's is held too), or by its check flapping.
+//! check in `depends_on` whose verdict is DOWN, or that is failing in a
+//! fresh region not yet judged DOWN there — so a dependent's failure that
+//! arrives just before its dependency's is held too, while a dependency
+//! long down in one region only does not hold every dependent), or by its
+//! check flapping.
+//!
+//! A region that was DOWN and went stale is not evidence of recovery: a
+//! `down` condition clears only when the remaining voters say UP, and a
+//! `degraded` one only when they say UP or DOWN with no such region.
 //! When the suppression ends and the incident is still open, the held
 //! firing notification is queued then. An incident that was notified gets
 //! exactly one resolved notification, whatever suppresses it by then; one
@@ -79,7 +85,7 @@ use super::silence::Silence;
 use super::store::{
     Incident, IncidentState, NotifyKind, PreparedBatch, SilenceRow, SqliteStore, StoreError, Txn,
 };
-use super::verdict::{CheckTrack, Observation, Policy, Quorum, Verdict, VerdictState};
+use super::verdict::{CheckTrack, Observation, Policy, Quorum, RegionState, Verdict, VerdictState};
 use crate::check::CheckResult;
 use crate::probe::CheckDef;
 use crate::wire::{BatchAck, ResultBatch};
@@ -141,6 +147,8 @@ struct Compiled {
     /// Checks with a latency or cert_expiry rule: every result may change
     /// their condition.
     timed: BTreeSet<String>,
+    /// Checks with a latency rule: the only ones whose samples are kept.
+    latency_checks: BTreeSet<String>,
     /// Check → checks that depend on it.
     dependents: HashMap<String, Vec<String>>,
     /// Indexes of probe_offline rules.
@@ -156,6 +164,7 @@ impl Compiled {
         let mut rules_for: HashMap<String, Arc<[usize]>> = HashMap::new();
         let mut all_labels = HashMap::new();
         let mut timed = BTreeSet::new();
+        let mut latency_checks = BTreeSet::new();
         let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
         let mut offline_rules = Vec::new();
         let mut latency_keep = Duration::ZERO;
@@ -185,6 +194,12 @@ impl Compiled {
             }) {
                 timed.insert(c.name.clone());
             }
+            if idx
+                .iter()
+                .any(|&i| matches!(cfg.rules.rules[i].kind, RuleKind::Latency { .. }))
+            {
+                latency_checks.insert(c.name.clone());
+            }
             rules_for.insert(c.name.clone(), idx);
             all_labels.insert(c.name.clone(), Arc::new(labels));
             for d in &c.depends_on {
@@ -202,6 +217,7 @@ impl Compiled {
                 .collect(),
             labels: all_labels,
             timed,
+            latency_checks,
             order: cfg.checks.iter().map(|c| c.name.clone()).collect(),
             rules_for,
             dependents,
@@ -428,6 +444,8 @@ impl Engine {
             cursor: 0,
         };
         e.reload(now)?;
+        e.sweep_unconfigured(now);
+        e.commit(now)?;
         Ok(e)
     }
 
@@ -437,6 +455,14 @@ impl Engine {
 
     pub fn config(&self) -> &Arc<CoordinatorConfig> {
         &self.c.cfg
+    }
+
+    /// Drops all memory and rebuilds it from the store: after a panic in
+    /// the middle of a step (whose transaction rolled back), memory may be
+    /// ahead of disk.
+    pub fn recover(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.next_temp = -1;
+        self.reload(now)
     }
 
     /// Replaces all memory with what the store holds.
@@ -477,6 +503,18 @@ impl Engine {
             let e = self.regions.entry(p.region).or_insert(p.last_seen);
             *e = (*e).max(p.last_seen);
         }
+        // While the coordinator was down nobody could report: a region gets
+        // a full `after` from now before it counts as offline, unless it
+        // already had an open probe_offline incident (that one stays).
+        for (region, seen) in self.regions.iter_mut() {
+            let offline = self
+                .open
+                .values()
+                .any(|i| i.check.is_empty() && i.region.as_deref() == Some(region.as_str()));
+            if !offline {
+                *seen = (*seen).max(now);
+            }
+        }
         self.silences = self
             .store
             .silences(now, false)?
@@ -487,7 +525,7 @@ impl Engine {
         if !self.c.latency_keep.is_zero() {
             let since = now - TimeDelta::from_std(self.c.latency_keep).unwrap_or(TimeDelta::MAX);
             for (check, region, r) in self.store.results_since(since)? {
-                if r.success {
+                if r.success && self.c.latency_checks.contains(&check) {
                     self.latency.entry((check, region)).or_default().push(
                         r.started_at,
                         r.duration,
@@ -507,34 +545,74 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.c = Compiled::new(cfg);
-        let rules: BTreeSet<&str> = self
-            .c
-            .cfg
-            .rules
-            .rules
-            .iter()
-            .map(|r| r.name.as_str())
+        self.sweep_unconfigured(now);
+        let removed: Vec<String> = self
+            .mem
+            .keys()
+            .filter(|k| !self.c.checks.contains_key(*k))
+            .cloned()
             .collect();
+        self.mem.retain(|k, _| self.c.checks.contains_key(k));
+        self.latency
+            .retain(|(k, _), _| self.c.latency_checks.contains(k));
+        if !removed.is_empty() {
+            self.store.delete_check_states(&removed)?;
+        }
+        self.commit(now)
+    }
+
+    /// Resolves open incidents whose check or rule is no longer configured
+    /// (or no longer applies), and forgets timers and latches of rules that
+    /// no longer apply to a check. Runs at start, on reload and every tick,
+    /// so an incident orphaned while the coordinator was stopped, or by a
+    /// failed write, still gets its resolved notification.
+    fn sweep_unconfigured(&mut self, now: DateTime<Utc>) {
+        let cfg = self.c.cfg.clone();
+        let applies =
+            |check: &str, rule: &str| -> bool {
+                if check.is_empty() {
+                    return cfg.rules.rules.iter().any(|r| {
+                        r.name == rule && matches!(r.kind, RuleKind::ProbeOffline { .. })
+                    });
+                }
+                self.c
+                    .rules_for
+                    .get(check)
+                    .is_some_and(|v| v.iter().any(|&r| cfg.rules.rules[r].name == rule))
+            };
         let gone: Vec<String> = self
             .open
             .values()
-            .filter(|i| {
-                !rules.contains(i.rule.as_str())
-                    || (!i.check.is_empty() && !self.c.checks.contains_key(&i.check))
-                    || (!i.check.is_empty()
-                        && !self.c.rules_for.get(&i.check).is_some_and(|v| {
-                            v.iter().any(|&r| self.c.cfg.rules.rules[r].name == i.rule)
-                        }))
-            })
+            .filter(|i| !applies(&i.check, &i.rule))
             .map(|i| i.fingerprint.clone())
             .collect();
+        let mut stale_timers = Vec::new();
+        for (check, mem) in &self.mem {
+            if mem
+                .pending
+                .keys()
+                .chain(mem.latched.iter())
+                .any(|r| !applies(check, r))
+            {
+                stale_timers.push(check.clone());
+            }
+        }
         for fp in gone {
             self.resolve(&fp, now, "config", "no longer configured");
         }
-        self.mem.retain(|k, _| self.c.checks.contains_key(k));
-        self.latency
-            .retain(|(k, _), _| self.c.checks.contains_key(k));
-        self.commit(now)
+        for check in stale_timers {
+            if let Some(mem) = self.mem.get_mut(&check) {
+                let keep: BTreeSet<String> = self
+                    .c
+                    .rules_for
+                    .get(&check)
+                    .map(|v| v.iter().map(|&r| cfg.rules.rules[r].name.clone()).collect())
+                    .unwrap_or_default();
+                mem.pending.retain(|r, _| keep.contains(r));
+                mem.latched.retain(|r| keep.contains(r));
+                self.dirty.insert(check);
+            }
+        }
     }
 
     // === ingest ===
@@ -604,7 +682,7 @@ impl Engine {
                 }
             }
             for d in deps {
-                if self.has_open(&d) {
+                if open_checks.contains(&d) {
                     self.evaluate(&d, received_at);
                 }
             }
@@ -669,7 +747,7 @@ impl Engine {
             mem.certs.insert(region.to_owned(), exp);
             now_dirty = true;
         }
-        if r.success && !self.c.latency_keep.is_zero() {
+        if r.success && self.c.latency_checks.contains(check) {
             let w = self
                 .latency
                 .entry((check.to_owned(), region.to_owned()))
@@ -712,10 +790,6 @@ impl Engine {
         needs_eval
     }
 
-    fn has_open(&self, check: &str) -> bool {
-        self.open.values().any(|i| i.check == check)
-    }
-
     // === ticks ===
 
     /// Advances time-driven state: staleness, `for` durations, latency
@@ -725,6 +799,7 @@ impl Engine {
     /// every tick; all others at least every [`SWEEP_TICKS`] ticks.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.silences.retain(|(_, s)| s.ends_at > now);
+        self.sweep_unconfigured(now);
         let due = now - TimeDelta::from_std(CHECKPOINT_EVERY / 2).unwrap_or(TimeDelta::MAX);
         while let Some((since, _)) = self.lazy_since.front() {
             if *since > due {
@@ -880,6 +955,14 @@ impl Engine {
                     .iter()
                     .find_map(|r| mem.track.region(r).and_then(|t| t.last_reason()))
                     .map(|r| r.as_str().to_owned());
+                // A region that was down and went silent is not evidence of
+                // recovery: while one is stale, only UP (for `down`) or
+                // DOWN/UP (for `degraded`) among the others clears.
+                let stale_down = v.stale.iter().any(|r| {
+                    mem.track
+                        .region(r)
+                        .is_some_and(|t| t.state() == RegionState::Down)
+                });
                 let facts = Facts {
                     reason,
                     verdict: Some(v.clone()),
@@ -888,6 +971,13 @@ impl Engine {
                 match v.state {
                     VerdictState::Unknown => Cond::Unknown,
                     s if s == want => Cond::Active(facts),
+                    VerdictState::Up | VerdictState::Degraded if stale_down => {
+                        if want == VerdictState::Down && v.state == VerdictState::Up {
+                            Cond::Clear(facts)
+                        } else {
+                            Cond::Unknown
+                        }
+                    }
                     _ => Cond::Clear(facts),
                 }
             }
@@ -970,6 +1060,7 @@ impl Engine {
         let cfg = self.c.cfg.clone();
         let regions: Vec<(String, DateTime<Utc>)> =
             self.regions.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let mut driven = BTreeSet::new();
         for &i in &self.c.offline_rules.clone() {
             let rule = &cfg.rules.rules[i];
             let RuleKind::ProbeOffline { after } = rule.kind else {
@@ -995,8 +1086,21 @@ impl Engine {
                 } else {
                     Cond::Clear(facts)
                 };
+                driven.insert(fingerprint(&rule.name, "", Some(region)));
                 self.drive_offline(rule, region, &labels, cond, now);
             }
+        }
+        // A probe_offline incident whose region no probe reports for any
+        // more (the probe moved region) or that its rule no longer covers
+        // resolves: nothing would ever clear it otherwise.
+        let orphans: Vec<String> = self
+            .open
+            .values()
+            .filter(|i| i.check.is_empty() && !driven.contains(&i.fingerprint))
+            .map(|i| i.fingerprint.clone())
+            .collect();
+        for fp in orphans {
+            self.resolve(&fp, now, "config", "region no longer tracked by this rule");
         }
     }
 
@@ -1124,11 +1228,14 @@ impl Engine {
             };
             let policy = self.c.policy(ddef, Quorum::Majority);
             let v = dmem.track.verdict(now, &policy);
-            let failing = dmem
-                .track
-                .regions()
-                .any(|(_, t)| !t.is_stale(now, &policy) && t.fail_streak() > 0);
-            if matches!(v.state, VerdictState::Down | VerdictState::Degraded) || failing {
+            // DOWN, or failing somewhere it is not yet judged down (its
+            // failure may simply not have reached fail_after yet). A region
+            // where the dependency has long been down while the verdict is
+            // only DEGRADED does not hold dependents' pages.
+            let failing = dmem.track.regions().any(|(_, t)| {
+                !t.is_stale(now, &policy) && t.fail_streak() > 0 && t.state() != RegionState::Down
+            });
+            if v.state == VerdictState::Down || failing {
                 return Some(format!("dependency:{dep}"));
             }
         }
@@ -1248,12 +1355,15 @@ impl Engine {
                     actor: None,
                     detail: json!({ "was": was }),
                 });
-                if inc.notified_at.is_none() {
-                    inc.notified_at = Some(now);
-                }
                 // At most once per incident (idempotency key): an incident
-                // notified before its suppression is not paged again.
-                self.notify(&inc, NotifyKind::Firing, None, now);
+                // notified before its suppression is not paged again, and
+                // one a person acknowledged while it was held is not paged.
+                if inc.state == IncidentState::Firing {
+                    if inc.notified_at.is_none() {
+                        inc.notified_at = Some(now);
+                    }
+                    self.notify(&inc, NotifyKind::Firing, None, now);
+                }
             }
         }
         self.ops.push(Op::Update(Box::new(inc.clone())));
@@ -1625,6 +1735,11 @@ impl Engine {
         .map_err(ActionError::Invalid)?;
         if ends_at <= now {
             return Err(ActionError::Invalid("ends_at is in the past".into()));
+        }
+        if chrono::Datelike::year(&ends_at) > 9999 {
+            return Err(ActionError::Invalid(
+                "ends_at is after the year 9999".into(),
+            ));
         }
         let mut row = SilenceRow {
             id: 0,

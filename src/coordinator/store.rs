@@ -44,7 +44,7 @@ const PRUNE_CHUNK: usize = 5_000;
 /// Schema migrations, in order. Script `i` takes the database from
 /// `user_version = i` to `i + 1`, in one transaction. Never edit a released
 /// script: append a new one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -210,6 +210,12 @@ CREATE TABLE check_state_v3 (
 INSERT INTO check_state_v3 SELECT check_name, state, updated_at FROM check_state;
 DROP TABLE check_state;
 ALTER TABLE check_state_v3 RENAME TO check_state;
+"#;
+
+// v4: the name of the token a probe first pushed with; its probe_id is
+// refused to every other token (no token can write another probe's seqs).
+const SCHEMA_V4: &str = r#"
+ALTER TABLE probes ADD COLUMN credential TEXT;
 "#;
 
 /// What can go wrong in the store. Messages name files and limits, never
@@ -396,6 +402,16 @@ impl SqliteStore {
         let out = f(&mut txn)?;
         txn.tx.commit()?;
         Ok(out)
+    }
+
+    /// The name of the token `probe_id` first pushed with, if any.
+    pub fn probe_owner(&self, probe_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .prepare_cached("SELECT credential FROM probes WHERE probe_id = ?1")?
+            .query_row([probe_id], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
     }
 
     /// Every probe that has ever pushed a batch, by `probe_id`.
@@ -786,13 +802,20 @@ impl Txn<'_> {
         let received = ts(received_at);
         let tx = &self.tx;
         tx.execute(
-            "INSERT INTO probes (probe_id, region, version, first_seen, last_seen)
-             VALUES (?1, ?2, ?3, ?4, ?4)
+            "INSERT INTO probes (probe_id, region, version, first_seen, last_seen, credential)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5)
              ON CONFLICT (probe_id) DO UPDATE SET
                  region = excluded.region,
                  version = excluded.version,
-                 last_seen = max(last_seen, excluded.last_seen)",
-            params![batch.probe_id, batch.region, batch.version, received],
+                 last_seen = max(last_seen, excluded.last_seen),
+                 credential = coalesce(credential, excluded.credential)",
+            params![
+                batch.probe_id,
+                batch.region,
+                batch.version,
+                received,
+                prepared.credential
+            ],
         )?;
         let mut stored = Vec::new();
         {
@@ -1381,6 +1404,8 @@ struct Row {
 pub struct PreparedBatch {
     batch: ResultBatch,
     rows: Vec<Row>,
+    /// The name of the token that sent it; recorded as the probe's owner.
+    credential: Option<String>,
 }
 
 impl PreparedBatch {
@@ -1390,7 +1415,14 @@ impl PreparedBatch {
         Ok(PreparedBatch {
             rows: validate(&batch)?,
             batch,
+            credential: None,
         })
+    }
+
+    /// Records `name` as the token that sent the batch.
+    pub fn sent_by(mut self, name: &str) -> Self {
+        self.credential = Some(name.to_owned());
+        self
     }
 
     pub fn batch(&self) -> &ResultBatch {
