@@ -149,6 +149,8 @@ struct Compiled {
     timed: BTreeSet<String>,
     /// Checks with a latency rule: the only ones whose samples are kept.
     latency_checks: BTreeSet<String>,
+    /// Rule name → index.
+    rule_index: HashMap<String, usize>,
     /// Check → checks that depend on it.
     dependents: HashMap<String, Vec<String>>,
     /// Indexes of probe_offline rules.
@@ -218,6 +220,13 @@ impl Compiled {
             labels: all_labels,
             timed,
             latency_checks,
+            rule_index: cfg
+                .rules
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.name.clone(), i))
+                .collect(),
             order: cfg.checks.iter().map(|c| c.name.clone()).collect(),
             rules_for,
             dependents,
@@ -854,7 +863,7 @@ impl Engine {
             .values()
             .filter(|i| i.state == IncidentState::Firing && i.suppressed_by.is_none())
             .filter_map(|i| {
-                let every = cfg.rules.rules.iter().find(|r| r.name == i.rule)?.repeat?;
+                let every = cfg.rules.rules[*self.c.rule_index.get(&i.rule)?].repeat?;
                 let since = now.signed_duration_since(i.notified_at?).to_std().ok()?;
                 let n = u32::try_from(since.as_nanos() / every.as_nanos().max(1)).ok()?;
                 (n > 0 && self.repeated.get(&i.id).is_none_or(|&sent| sent < n))
@@ -1791,6 +1800,13 @@ impl Engine {
     /// Every configured check's status, or one.
     pub fn check_status(&self, only: Option<&str>, now: DateTime<Utc>) -> Vec<CheckStatus> {
         let mut out = Vec::new();
+        let mut open_by_check: HashMap<&str, Vec<i64>> = HashMap::new();
+        for i in self.open.values() {
+            open_by_check
+                .entry(i.check.as_str())
+                .or_default()
+                .push(i.id);
+        }
         for name in &self.c.order {
             if only.is_some_and(|o| o != name) {
                 continue;
@@ -1822,12 +1838,10 @@ impl Engine {
                 verdict,
                 flapping: mem.is_some_and(|m| m.flapping),
                 regions,
-                open_incidents: self
-                    .open
-                    .values()
-                    .filter(|i| &i.check == name)
-                    .map(|i| i.id)
-                    .collect(),
+                open_incidents: open_by_check
+                    .get(name.as_str())
+                    .cloned()
+                    .unwrap_or_default(),
             });
         }
         out
