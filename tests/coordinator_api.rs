@@ -318,11 +318,13 @@ async fn malformed_and_oversized_batches_are_refused_with_a_reason() {
     );
     // Over 4 MiB.
     let big = vec![b' '; 5 * 1024 * 1024];
-    let (s, _, _) = c.req("POST", "/api/v1/results", Some(EU), big, &[]).await;
+    let (s, _, b) = c.req("POST", "/api/v1/results", Some(EU), big, &[]).await;
     assert_eq!(s, 413);
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("4194304"), "{v}");
     assert_eq!(probes_total(&c).await, 0);
     // The API's own limit is far smaller.
-    let (s, _, _) = c
+    let (s, _, b) = c
         .req(
             "POST",
             "/api/v1/silences",
@@ -332,6 +334,8 @@ async fn malformed_and_oversized_batches_are_refused_with_a_reason() {
         )
         .await;
     assert_eq!(s, 413);
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("65536"), "{v}");
     c.stop().await;
 }
 

@@ -61,6 +61,8 @@ use crate::wire::{CHECKS_PATH, CheckList, RESULTS_PATH, ResultBatch};
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Largest body of any other request.
 pub const MAX_API_BYTES: usize = 64 * 1024;
+/// How long any request may take, body and answer included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a result batch's body may take to arrive.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most incidents one list returns.
@@ -143,7 +145,35 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES));
     api.merge(ingest)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn(limits))
         .with_state(shared)
+}
+
+/// Every request, body included, must complete within [`REQUEST_TIMEOUT`]
+/// (a slow body cannot hold a connection slot for long), and axum's
+/// plain-text 413 becomes the API's JSON error.
+async fn limits(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r)
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE
+                && r.headers()
+                    .get(header::CONTENT_TYPE)
+                    .is_none_or(|v| v != "application/json") =>
+        {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {MAX_API_BYTES} bytes"),
+            )
+        }
+        Ok(r) => r,
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request not completed within {}s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        ),
+    }
 }
 
 // === helpers ===
