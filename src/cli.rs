@@ -71,6 +71,27 @@ pub enum Command {
     /// holds probes/, alert-rules/ and coordinator.toml (all are validated).
     #[command(verbatim_doc_comment)]
     Validate(ValidateArgs),
+    /// Show who is on call now (or at --at), with contacts; --week prints
+    /// the coverage for 7 days in UTC, gaps included.
+    ///
+    /// Teams and shifts are read from DIR/alert-rules/*.toml ([[team]] and
+    /// [oncall]). Exit status: 0 shown, 2 bad usage or configuration.
+    #[command(verbatim_doc_comment)]
+    Oncall(OncallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OncallArgs {
+    /// Directory holding alert-rules/.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub config: PathBuf,
+    /// The instant to ask about (RFC 3339, e.g. 2026-03-23T10:00:00Z);
+    /// default now.
+    #[arg(long, value_name = "TIME", value_parser = crate::coordinator::silence::parse_instant)]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Print the coverage for the 7 days from the start of TIME's UTC day.
+    #[arg(long)]
+    pub week: bool,
 }
 
 #[derive(Debug, Args)]
@@ -307,6 +328,104 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Probe(args) => run_probe(args),
         Command::Coordinator(args) => run_coordinator(args),
         Command::Validate(args) => run_validate(args),
+        Command::Oncall(args) => run_oncall(args),
+    }
+}
+
+fn run_oncall(args: OncallArgs) -> ExitCode {
+    let dir = args.config.join("alert-rules");
+    let rules = match crate::coordinator::rules::load_dir(&dir) {
+        Ok(rules) => rules,
+        Err(e) => {
+            let n = e.0.len();
+            eprintln!("{e}");
+            eprintln!("{n} error(s)");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let Some(oncall) = rules.oncall else {
+        eprintln!(
+            "{}: no on-call teams ([[team]] and [oncall]) are defined",
+            dir.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let at = args.at.unwrap_or_else(chrono::Utc::now);
+    let mut out = String::new();
+    if args.week {
+        let from = week_start(at);
+        out.push_str(&format!(
+            "coverage {} – {} (UTC):\n",
+            from.format("%a %Y-%m-%d"),
+            (from + chrono::TimeDelta::days(7)).format("%a %Y-%m-%d")
+        ));
+        for seg in oncall.coverage(from, from + chrono::TimeDelta::days(7)) {
+            out.push_str(&format_segment(&seg));
+            out.push('\n');
+        }
+    } else {
+        let duty = oncall.on_duty(at);
+        out.push_str(&format!(
+            "{}: {} on duty",
+            at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            duty.team
+        ));
+        if let Some(team) = oncall.team(&duty.team) {
+            let local = at.with_timezone(&team.tz);
+            out.push_str(&format!(
+                " ({} {})",
+                team.tz.name(),
+                local.format("%a %H:%M %Z")
+            ));
+        }
+        out.push('\n');
+        if duty.fallback {
+            out.push_str("  no shift covers this instant: fallback team\n");
+        }
+        if duty.covering.len() > 1 {
+            out.push_str(&format!("  overlap: {}\n", duty.covering[1..].join(", ")));
+        }
+        if let Some(team) = oncall.team(&duty.team) {
+            if team.contacts.is_empty() {
+                out.push_str("  contacts: (none)\n");
+            }
+            for c in &team.contacts {
+                out.push_str(&format!("  contact: {c}\n"));
+            }
+        }
+    }
+    print!("{out}");
+    ExitCode::SUCCESS
+}
+
+/// Midnight UTC of `t`'s day.
+fn week_start(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    t.date_naive().and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+/// `Mon 2026-03-23 06:00Z – 14:00Z  emea  (overlap: amer)`, or
+/// `... GAP → fallback platform`. The end shows its date only when it falls
+/// on a later day (midnight at the end of the start's day is `24:00Z`).
+pub fn format_segment(seg: &crate::oncall::Segment) -> String {
+    let start_day = seg.start.date_naive();
+    let end = if seg.end.date_naive() == start_day {
+        seg.end.format("%H:%MZ").to_string()
+    } else if seg.end == week_start(seg.start) + chrono::TimeDelta::days(1) {
+        "24:00Z".to_owned()
+    } else {
+        seg.end.format("%a %Y-%m-%d %H:%MZ").to_string()
+    };
+    let head = format!("{} – {end}", seg.start.format("%a %Y-%m-%d %H:%MZ"));
+    if seg.gap {
+        format!("{head}  GAP → fallback {}", seg.team)
+    } else if seg.covering.len() > 1 {
+        format!(
+            "{head}  {}  (overlap: {})",
+            seg.team,
+            seg.covering[1..].join(", ")
+        )
+    } else {
+        format!("{head}  {}", seg.team)
     }
 }
 
@@ -347,14 +466,27 @@ fn run_validate(args: ValidateArgs) -> ExitCode {
     }
     if let Some(dir) = &rules {
         match crate::coordinator::rules::load_dir(dir) {
-            Ok(r) => println!(
-                "{}: {} rules, {} silences, {} maintenance windows in {} files: OK",
-                dir.display(),
-                r.rules.len(),
-                r.silences.len(),
-                r.maintenance.len(),
-                r.files.len()
-            ),
+            Ok(r) => {
+                println!(
+                    "{}: {} rules, {} silences, {} maintenance windows, {} on-call teams in {} files: OK",
+                    dir.display(),
+                    r.rules.len(),
+                    r.silences.len(),
+                    r.maintenance.len(),
+                    r.oncall.as_ref().map_or(0, |o| o.teams.len()),
+                    r.files.len()
+                );
+                if let Some(oncall) = &r.oncall {
+                    let now = chrono::Utc::now();
+                    for gap in oncall.gaps(now, now + chrono::TimeDelta::days(7)) {
+                        println!(
+                            "warning: on-call gap {}: no shift covers it (fallback {})",
+                            format_segment(&gap).split("  ").next().unwrap_or_default(),
+                            gap.team
+                        );
+                    }
+                }
+            }
             Err(e) => errors.extend(e.0),
         }
     }

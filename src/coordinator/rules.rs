@@ -2,8 +2,9 @@
 //! and who gets them, and when they are held back (silences and maintenance
 //! windows). Loaded and validated up front, like `probes/*.toml`: every
 //! problem is reported at once as `file:line:column: message`. A file holds
-//! any mix of `[[rule]]`, `[[silence]]` and `[[maintenance]]` tables; any
-//! other top-level key, or a key a table does not take, is an error.
+//! any mix of `[[rule]]`, `[[silence]]`, `[[maintenance]]` and `[[team]]`
+//! tables and the `[oncall]` table; any other top-level key, or a key a
+//! table does not take, is an error.
 //!
 //! ```toml
 //! [[rule]]
@@ -82,6 +83,27 @@
 //! ```
 //!
 //! A day listed twice, an empty `days` and an empty `match` are errors.
+//!
+//! **On-call** teams and their weekly shifts (semantics in
+//! [`crate::oncall`]); `[oncall]` is a single table, at most once across
+//! all files, and required as soon as any `[[team]]` exists:
+//!
+//! ```toml
+//! [oncall]
+//! order = ["emea", "amer", "apac"]  # optional: overlap priority; each name once, an
+//!                                   # existing team (default: written order; teams
+//!                                   # not listed follow in written order)
+//! fallback = "platform"             # required: an existing team; gets what no shift covers
+//!
+//! [[team]]
+//! name = "emea"                     # required, unique among teams
+//! timezone = "Europe/Oslo"          # required, IANA name
+//! contacts = ["email:emea@example.com", "slack:#emea"]  # optional, free-form strings
+//! [[team.shift]]                    # at least one, except for the fallback team
+//! days = ["mon", "tue", "wed", "thu", "fri"]  # required: the local days a shift starts on
+//! start = "08:00"                   # required, local HH:MM or HH:MM:SS
+//! end = "16:00"                     # required; at or before start: the next day
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -95,9 +117,10 @@ use regex::Regex;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::silence::{self, Maintenance, Silence};
+use super::silence::{self, Maintenance, Silence, WeeklyWindow};
 use super::verdict::Quorum;
 use crate::check::Phase;
+use crate::oncall::{OnCall, Team};
 use crate::probe::config::{ConfigError, ConfigErrors, Loc, Src, type_name, unknown};
 
 /// The fields a template may name, besides `labels.NAME`: the rule's
@@ -171,6 +194,9 @@ pub struct Rules {
     pub rules: Vec<Rule>,
     pub silences: Vec<Silence>,
     pub maintenance: Vec<Maintenance>,
+    /// The on-call schedule (`[[team]]` and `[oncall]`), if any team is
+    /// defined.
+    pub oncall: Option<OnCall>,
     /// The files read, in the order read.
     pub files: Vec<PathBuf>,
 }
@@ -513,11 +539,14 @@ pub fn parse_files(files: &[(PathBuf, String)]) -> Result<Rules, ConfigErrors> {
         rules: Vec::new(),
         silences: Vec::new(),
         maintenance: Vec::new(),
+        teams: Vec::new(),
+        oncall_settings: None,
         names: HashMap::new(),
     };
     for (idx, (path, text)) in files.iter().enumerate() {
         l.file(&Src { idx, path, text });
     }
+    let oncall = l.finish_oncall();
     if !l.errors.is_empty() {
         l.errors.sort();
         l.errors.dedup();
@@ -538,11 +567,30 @@ pub fn parse_files(files: &[(PathBuf, String)]) -> Result<Rules, ConfigErrors> {
         rules: l.rules,
         silences: l.silences,
         maintenance: l.maintenance,
+        oncall,
         files: l.files,
     })
 }
 
 type Value<'i> = Spanned<DeValue<'i>>;
+
+/// `[oncall]` as written, checked against the teams once every file is read.
+struct OnCallSettings {
+    at: Loc,
+    fallback: Option<(Loc, String)>,
+    order: Option<Vec<(Loc, String)>>,
+}
+
+fn unknown_team(name: &str, names: &[String]) -> String {
+    format!(
+        "unknown team {name:?} (teams: {})",
+        names
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
 
 /// A kind of top-level table (`[[rule]]`, ...) and how to read one.
 struct TableKind {
@@ -570,7 +618,18 @@ const TABLE_KINDS: &[TableKind] = &[
         noun: "maintenance window",
         read: Loader::maintenance,
     },
+    TableKind {
+        key: "team",
+        noun: "on-call team",
+        read: Loader::team,
+    },
 ];
+
+/// The single `[oncall]` settings table (not an array of tables).
+const ONCALL_KEY: &str = "oncall";
+const ONCALL_KEYS: &[&str] = &["order", "fallback"];
+const TEAM_KEYS: &[&str] = &["name", "timezone", "contacts", "shift"];
+const SHIFT_KEYS: &[&str] = &["days", "start", "end"];
 
 const SILENCE_KEYS: &[&str] = &["match", "starts_at", "ends_at", "author", "comment"];
 const MAINTENANCE_KEYS: &[&str] = &[
@@ -586,6 +645,10 @@ struct Loader {
     rules: Vec<Rule>,
     silences: Vec<Silence>,
     maintenance: Vec<Maintenance>,
+    /// `[[team]]` tables read, with where each was written.
+    teams: Vec<(Loc, Team)>,
+    /// The first `[oncall]` table read.
+    oncall_settings: Option<OnCallSettings>,
     /// Where each name was first defined, by table kind (names are unique
     /// within a kind).
     names: HashMap<(&'static str, String), Loc>,
@@ -607,8 +670,13 @@ impl Loader {
         };
         for (k, v) in doc.iter() {
             let key: &str = k.get_ref();
+            if key == ONCALL_KEY {
+                self.oncall(src, k, v);
+                continue;
+            }
             let Some(kind) = TABLE_KINDS.iter().find(|kind| kind.key == key) else {
-                let keys: Vec<&str> = TABLE_KINDS.iter().map(|kind| kind.key).collect();
+                let mut keys: Vec<&str> = TABLE_KINDS.iter().map(|kind| kind.key).collect();
+                keys.push(ONCALL_KEY);
                 self.error(src.loc(&k.span()), unknown(key, &keys));
                 continue;
             };
@@ -997,6 +1065,271 @@ impl Loader {
             tz,
             comment,
         });
+    }
+
+    fn team(&mut self, src: &Src<'_>, header: &Value<'_>, t: &DeTable<'_>) {
+        let at = src.loc(&header.span());
+        let errors_before = self.errors.len();
+        self.unknown_keys(src, t, TEAM_KEYS);
+
+        let name = self
+            .required(at, t, "team", "name", "unique among teams")
+            .and_then(|v| self.unique_name(src, "team", v));
+        let tz = self
+            .required(
+                at,
+                t,
+                "team",
+                "timezone",
+                "an IANA name like \"Europe/Oslo\"",
+            )
+            .and_then(|v| self.timezone(src, v));
+        let contacts = match t.get("contacts") {
+            None => Vec::new(),
+            Some(v) => self.contacts(src, v),
+        };
+        let mut shifts = Vec::new();
+        if let Some(v) = t.get("shift") {
+            match v.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        match item.get_ref() {
+                            DeValue::Table(st) => {
+                                if let Some(shift) = self.shift(src, item, st) {
+                                    shifts.push(shift);
+                                }
+                            }
+                            other => self.error(
+                                src.loc(&item.span()),
+                                format!("shift: expected a table, found {}", type_name(other)),
+                            ),
+                        }
+                    }
+                }
+                other => self.error(
+                    src.loc(&v.span()),
+                    format!(
+                        "shift: expected an array of tables: write each shift under its own [[team.shift]] header, found {}",
+                        type_name(other)
+                    ),
+                ),
+            }
+        }
+
+        if self.errors.len() != errors_before {
+            return;
+        }
+        let (Some(name), Some(tz)) = (name, tz) else {
+            return;
+        };
+        let shifts = shifts
+            .into_iter()
+            .map(|(days, start, end)| WeeklyWindow {
+                days,
+                start,
+                end,
+                tz,
+            })
+            .collect();
+        self.teams.push((
+            at,
+            Team {
+                name,
+                tz,
+                contacts,
+                shifts,
+            },
+        ));
+    }
+
+    /// One `[[team.shift]]`: days, start and end (the zone is the team's).
+    fn shift(
+        &mut self,
+        src: &Src<'_>,
+        header: &Value<'_>,
+        t: &DeTable<'_>,
+    ) -> Option<(Vec<Weekday>, NaiveTime, NaiveTime)> {
+        let at = src.loc(&header.span());
+        self.unknown_keys(src, t, SHIFT_KEYS);
+        let days = self
+            .required(at, t, "shift", "days", "e.g. days = [\"mon\", \"tue\"]")
+            .and_then(|v| self.days(src, v));
+        let start = self
+            .required(
+                at,
+                t,
+                "shift",
+                "start",
+                "the local time the shift begins, e.g. \"08:00\"",
+            )
+            .and_then(|v| self.time_of_day(src, "start", v));
+        let end = self
+            .required(
+                at,
+                t,
+                "shift",
+                "end",
+                "the local time the shift ends, e.g. \"16:00\"",
+            )
+            .and_then(|v| self.time_of_day(src, "end", v));
+        Some((days?, start?, end?))
+    }
+
+    fn contacts(&mut self, src: &Src<'_>, v: &Value<'_>) -> Vec<String> {
+        let DeValue::Array(items) = v.get_ref() else {
+            self.error(
+                src.loc(&v.span()),
+                format!(
+                    "contacts: expected an array of strings like [\"email:oncall@example.com\"], found {}",
+                    type_name(v.get_ref())
+                ),
+            );
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter_map(|item| self.non_empty(src, "contacts", item))
+            .collect()
+    }
+
+    /// The `[oncall]` table; only one across all files.
+    fn oncall(&mut self, src: &Src<'_>, k: &Spanned<std::borrow::Cow<'_, str>>, v: &Value<'_>) {
+        let here = src.loc(&k.span());
+        let DeValue::Table(t) = v.get_ref() else {
+            self.error(
+                src.loc(&v.span()),
+                format!(
+                    "oncall: expected a table: write the settings under one [oncall] header, found {}",
+                    type_name(v.get_ref())
+                ),
+            );
+            return;
+        };
+        if let Some(first) = &self.oncall_settings {
+            let place = format!("{}:{}", self.files[first.at.file].display(), first.at.line);
+            self.error(
+                here,
+                format!("oncall: defined more than once (first at {place})"),
+            );
+            return;
+        }
+        self.unknown_keys(src, t, ONCALL_KEYS);
+        let fallback = t.get("fallback").and_then(|v| {
+            let name = self.non_empty(src, "fallback", v)?;
+            Some((src.loc(&v.span()), name))
+        });
+        let order = t.get("order").map(|v| {
+            let DeValue::Array(items) = v.get_ref() else {
+                self.error(
+                    src.loc(&v.span()),
+                    format!(
+                        "order: expected an array of team names like [\"emea\", \"amer\"], found {}",
+                        type_name(v.get_ref())
+                    ),
+                );
+                return Vec::new();
+            };
+            items
+                .iter()
+                .filter_map(|item| {
+                    let name = self.non_empty(src, "order", item)?;
+                    Some((src.loc(&item.span()), name))
+                })
+                .collect()
+        });
+        self.oncall_settings = Some(OnCallSettings {
+            at: here,
+            fallback,
+            order,
+        });
+    }
+
+    /// Cross-checks `[oncall]` against the teams of every file.
+    fn finish_oncall(&mut self) -> Option<OnCall> {
+        let settings = self.oncall_settings.take();
+        let teams = std::mem::take(&mut self.teams);
+        // Names of every team written, even one dropped for its own errors,
+        // so a fallback naming it is not reported twice.
+        let mut written: Vec<(Loc, String)> = self
+            .names
+            .iter()
+            .filter(|((kind, _), _)| *kind == "team")
+            .map(|((_, name), at)| (*at, name.clone()))
+            .collect();
+        written.sort();
+        let names: Vec<String> = written.into_iter().map(|(_, n)| n).collect();
+        let known = |name: &str| names.iter().any(|n| n == name);
+        let Some(settings) = settings else {
+            if let Some((at, _)) = teams.first() {
+                self.error(
+                    *at,
+                    "team: teams need an [oncall] table naming the `fallback` team (pages no shift covers go to it)",
+                );
+            }
+            return None;
+        };
+        if names.is_empty() {
+            self.error(settings.at, "oncall: no [[team]] is defined");
+            return None;
+        }
+        let mut ok = true;
+        match &settings.fallback {
+            None => {
+                self.error(
+                    settings.at,
+                    "oncall: missing `fallback` (the team that gets pages no shift covers)",
+                );
+                ok = false;
+            }
+            Some((at, name)) if !known(name) => {
+                self.error(*at, format!("fallback: {}", unknown_team(name, &names)));
+                ok = false;
+            }
+            Some(_) => {}
+        }
+        let mut order: Vec<String> = Vec::new();
+        for (at, name) in settings.order.iter().flatten() {
+            if !known(name) {
+                self.error(*at, format!("order: {}", unknown_team(name, &names)));
+                ok = false;
+            } else if order.contains(name) {
+                self.error(*at, format!("order: team {name:?} is listed twice"));
+                ok = false;
+            } else {
+                order.push(name.clone());
+            }
+        }
+        for (at, team) in &teams {
+            let is_fallback = settings
+                .fallback
+                .as_ref()
+                .is_some_and(|(_, f)| *f == team.name);
+            if team.shifts.is_empty() && !is_fallback {
+                self.error(
+                    *at,
+                    format!(
+                        "team: {:?} has no [[team.shift]]; only the fallback team may have none",
+                        team.name
+                    ),
+                );
+                ok = false;
+            }
+        }
+        if !ok || !self.errors.is_empty() {
+            return None;
+        }
+        let mut teams: Vec<Team> = teams.into_iter().map(|(_, t)| t).collect();
+        // Listed teams first in `order`, the rest in written order (stable).
+        teams.sort_by_key(|t| {
+            order
+                .iter()
+                .position(|n| *n == t.name)
+                .unwrap_or(usize::MAX)
+        });
+        Some(OnCall {
+            teams,
+            fallback: settings.fallback.map(|(_, f)| f)?,
+        })
     }
 
     /// A `match` that must be present and name at least one label.

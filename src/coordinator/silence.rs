@@ -173,8 +173,58 @@ impl Maintenance {
         !self.matchers.is_empty() && self.matchers.iter().all(|m| m.matches(labels))
     }
 
+    /// The recurrence alone, without the matchers.
+    pub fn weekly(&self) -> WeeklyWindow {
+        WeeklyWindow {
+            days: self.days.clone(),
+            start: self.start,
+            end: self.end,
+            tz: self.tz,
+        }
+    }
+
     /// Whether an occurrence contains `now`.
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.weekly().contains(now)
+    }
+
+    /// See [`WeeklyWindow::window_at`].
+    pub fn window_at(&self, now: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        self.weekly().window_at(now)
+    }
+
+    /// See [`WeeklyWindow::next_change`].
+    pub fn next_change(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.weekly().next_change(now)
+    }
+
+    /// See [`WeeklyWindow::occurrence`].
+    pub fn occurrence(&self, date: NaiveDate) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        self.weekly().occurrence(date)
+    }
+}
+
+// === WeeklyWindow ===
+
+/// A span of local time recurring every week in a time zone: the shape
+/// shared by maintenance windows and on-call shifts (see
+/// [`crate::oncall`]). The module documentation gives the exact semantics
+/// (occurrences, midnight, skipped and repeated local times).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeeklyWindow {
+    /// The local days an occurrence starts on.
+    pub days: Vec<Weekday>,
+    /// Local time of day an occurrence starts.
+    pub start: NaiveTime,
+    /// Local time of day it ends: the same day when after `start`, else the
+    /// next day (`start == end` is 24 hours).
+    pub end: NaiveTime,
+    pub tz: Tz,
+}
+
+impl WeeklyWindow {
+    /// Whether an occurrence contains `now`.
+    pub fn contains(&self, now: DateTime<Utc>) -> bool {
         self.window_at(now).is_some()
     }
 
@@ -191,7 +241,7 @@ impl Maintenance {
             .find(|&(start, end)| start <= now && now < end)
     }
 
-    /// The next instant after `now` at which [`Maintenance::is_active`]
+    /// The next instant after `now` at which [`WeeklyWindow::contains`]
     /// changes (a window opens or closes), looking at most
     /// [`NEXT_CHANGE_HORIZON`] ahead. `None` if it does not change within
     /// that: no days, only empty occurrences, or every day covered by
@@ -237,7 +287,31 @@ impl Maintenance {
         Some((start, end))
     }
 
-    fn local_date(&self, now: DateTime<Utc>) -> NaiveDate {
+    /// Every non-empty occurrence overlapping [from, to), in start order.
+    pub fn occurrences(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        let (first, last) = (self.local_date(from), self.local_date(to));
+        let mut out = Vec::new();
+        let mut date = shift(first, -2);
+        while let Some(d) = date.filter(|&d| d <= last) {
+            if let Some((start, end)) = self.occurrence(d)
+                && start < end
+                && start < to
+                && from < end
+            {
+                out.push((start, end));
+            }
+            date = d.succ_opt();
+        }
+        out.sort();
+        out
+    }
+
+    /// The local date at `now` in the window's zone.
+    pub fn local_date(&self, now: DateTime<Utc>) -> NaiveDate {
         now.with_timezone(&self.tz).date_naive()
     }
 }
