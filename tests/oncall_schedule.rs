@@ -561,7 +561,7 @@ timezone = "UTC"
     assert_eq!(
         errors(text),
         [
-            "oncall.toml:1:2: oncall: missing `fallback` (the team that gets pages no shift covers)",
+            "oncall.toml:1:1: oncall: missing `fallback` (the team that gets pages no shift covers)",
             r#"oncall.toml:2:15: order: team "a" is listed twice"#,
             r#"oncall.toml:4:1: team: "a" has no [[team.shift]]; only the fallback team may have none"#,
         ]
@@ -570,9 +570,34 @@ timezone = "UTC"
     assert_eq!(
         errors("[oncall]\nfallback = \"x\"\nescalate = true\n"),
         [
-            "oncall.toml:1:2: oncall: no [[team]] is defined",
+            "oncall.toml:1:1: oncall: no [[team]] is defined",
             "oncall.toml:3:1: unknown field `escalate`, expected one of `order`, `fallback`",
         ]
+    );
+}
+
+#[test]
+fn oncall_settings_in_two_files_are_an_error_and_teams_may_be_split_across_files() {
+    let a = "[oncall]\nfallback = \"b\"\n[[team]]\nname = \"a\"\ntimezone = \"UTC\"\n[[team.shift]]\ndays = [\"mon\"]\nstart = \"08:00\"\nend = \"16:00\"\n";
+    let b = "[[team]]\nname = \"b\"\ntimezone = \"UTC\"\n";
+    let files = |b: &str| {
+        vec![
+            (PathBuf::from("a.toml"), a.to_owned()),
+            (PathBuf::from("b.toml"), b.to_owned()),
+        ]
+    };
+    let o = parse_files(&files(b)).unwrap().oncall.unwrap();
+    assert_eq!(o.fallback, "b");
+    assert_eq!(o.teams.len(), 2);
+    let errs: Vec<String> = parse_files(&files(&format!("{b}\n[oncall]\nfallback = \"a\"\n")))
+        .unwrap_err()
+        .0
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(
+        errs,
+        ["b.toml:5:1: oncall: defined more than once (first at a.toml:1)"]
     );
 }
 

@@ -671,7 +671,7 @@ impl Loader {
         for (k, v) in doc.iter() {
             let key: &str = k.get_ref();
             if key == ONCALL_KEY {
-                self.oncall(src, k, v);
+                self.oncall(src, v);
                 continue;
             }
             let Some(kind) = TABLE_KINDS.iter().find(|kind| kind.key == key) else {
@@ -1193,8 +1193,8 @@ impl Loader {
     }
 
     /// The `[oncall]` table; only one across all files.
-    fn oncall(&mut self, src: &Src<'_>, k: &Spanned<std::borrow::Cow<'_, str>>, v: &Value<'_>) {
-        let here = src.loc(&k.span());
+    fn oncall(&mut self, src: &Src<'_>, v: &Value<'_>) {
+        let here = src.loc(&v.span());
         let DeValue::Table(t) = v.get_ref() else {
             self.error(
                 src.loc(&v.span()),
