@@ -367,7 +367,7 @@ fn run_oncall(args: OncallArgs) -> ExitCode {
         let duty = oncall.on_duty(at);
         out.push_str(&format!(
             "{}: {} on duty",
-            at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             duty.team
         ));
         if let Some(team) = oncall.team(&duty.team) {
