@@ -42,7 +42,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -52,7 +52,7 @@ use toml::Spanned;
 
 use super::rules::{self, Rules};
 use crate::probe::CheckDef;
-use crate::probe::config::{self as probe_config, ConfigError, ConfigErrors, Src};
+use crate::probe::config::{self as probe_config, ConfigError, ConfigErrors, FileStamp, Src};
 
 /// The settings file inside the config dir.
 pub const FILE: &str = "coordinator.toml";
@@ -452,30 +452,12 @@ fn parse_settings(
     }
 }
 
-/// The `*.toml` files the coordinator reads, with sizes and modification
-/// times: a cheap change detector for hot reload.
-pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
-    let mut out = Vec::new();
-    let mut add = |p: PathBuf| {
-        let m = std::fs::metadata(&p).ok();
-        out.push((
-            p,
-            m.as_ref().map_or(0, |m| m.len()),
-            m.and_then(|m| m.modified().ok()),
-        ));
-    };
-    for sub in ["probes", "alert-rules"] {
-        for e in std::fs::read_dir(dir.join(sub))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if e.path().extension().is_some_and(|x| x == "toml") {
-                add(e.path());
-            }
-        }
-    }
-    add(dir.join(FILE));
+/// The files the coordinator reads, with sizes and modification times: a
+/// cheap change detector for hot reload.
+pub fn fingerprint(dir: &Path) -> Vec<FileStamp> {
+    let mut out = probe_config::toml_stamps(&dir.join("probes"));
+    out.extend(probe_config::toml_stamps(&dir.join("alert-rules")));
+    out.push(probe_config::file_stamp(dir.join(FILE)));
     out.sort();
     out
 }

@@ -247,6 +247,32 @@ pub(crate) fn load_toml_dir<T>(
     }
 }
 
+/// A file's path, size and modification time: what hot reload compares
+/// to notice an edit without a file-watching service.
+pub(crate) type FileStamp = (PathBuf, u64, Option<std::time::SystemTime>);
+
+/// The [`FileStamp`] of `path` (size 0 and no time when it is missing).
+pub(crate) fn file_stamp(path: PathBuf) -> FileStamp {
+    let m = std::fs::metadata(&path).ok();
+    let len = m.as_ref().map_or(0, |m| m.len());
+    let modified = m.and_then(|m| m.modified().ok());
+    (path, len, modified)
+}
+
+/// The stamps of the `*.toml` files directly in `dir`, sorted (empty when
+/// the directory cannot be read). Shared by the probe and the coordinator.
+pub(crate) fn toml_stamps(dir: &Path) -> Vec<FileStamp> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        .map(|e| file_stamp(e.path()))
+        .collect();
+    out.sort();
+    out
+}
+
 /// Parses and validates files given as (path, contents); paths name the
 /// files in errors and anchor relative TLS file paths.
 pub fn parse_files(files: &[(PathBuf, String)]) -> Result<ProbeConfig, ConfigErrors> {

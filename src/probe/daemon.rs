@@ -337,26 +337,9 @@ async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
-/// Names, sizes and modification times of the `*.toml` files in `dir`:
-/// a cheap change detector that needs no file-watching service.
-fn dir_fingerprint(dir: Option<&Path>) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
-    let Some(dir) = dir else { return Vec::new() };
-    let mut out: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
-        .map(|e| {
-            let m = e.metadata().ok();
-            (
-                e.path(),
-                m.as_ref().map_or(0, |m| m.len()),
-                m.and_then(|m| m.modified().ok()),
-            )
-        })
-        .collect();
-    out.sort();
-    out
+/// The `*.toml` files of the local config dir, for change detection.
+fn dir_fingerprint(dir: Option<&Path>) -> Vec<config::FileStamp> {
+    dir.map(config::toml_stamps).unwrap_or_default()
 }
 
 // === Check list from the coordinator ===
@@ -365,7 +348,7 @@ struct Source {
     client: Option<CoordinatorClient>,
     etag: Option<String>,
     cache: PathBuf,
-    local_fingerprint: Vec<(PathBuf, u64, Option<std::time::SystemTime>)>,
+    local_fingerprint: Vec<config::FileStamp>,
 }
 
 impl Source {
