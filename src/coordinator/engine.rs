@@ -83,7 +83,8 @@ use super::latency::LatencyWindow;
 use super::rules::{Rule, RuleKind};
 use super::silence::Silence;
 use super::store::{
-    Incident, IncidentState, NotifyKind, PreparedBatch, SilenceRow, SqliteStore, StoreError, Txn,
+    Incident, IncidentState, NotifyKind, PreparedBatch, SilenceRow, SqliteStore, StoreError,
+    StoredResult, Txn,
 };
 use super::verdict::{CheckTrack, Observation, Policy, Quorum, RegionState, Verdict, VerdictState};
 use crate::check::CheckResult;
@@ -485,22 +486,6 @@ impl Engine {
             .load_check_states::<CheckMem>()?
             .into_iter()
             .collect();
-        // Streaks changed since the last checkpoint were not saved: replay
-        // the results of the last two checkpoint periods before the latest
-        // arrival (already applied ones are ignored by their key), and save
-        // what they changed at the next write.
-        let window = TimeDelta::from_std(CHECKPOINT_EVERY * 2).unwrap_or(TimeDelta::MAX);
-        for (check, region, seq, r) in self.store.results_tail(window)? {
-            let Some(def) = self.c.checks.get(&check) else {
-                continue;
-            };
-            let policy = self.c.policy(def, Quorum::Majority);
-            let mem = self.mem.entry(check.clone()).or_default();
-            let _ = mem
-                .track
-                .apply(&region, &Observation::from_result(seq, &r), &policy);
-            self.dirty.insert(check);
-        }
         self.open = self
             .store
             .open_incidents()?
@@ -530,18 +515,51 @@ impl Engine {
             .into_iter()
             .filter_map(|s| silence_from_row(&s).ok().map(|x| (s.id, x)))
             .collect();
+        // One pass over the recent results serves two needs:
+        // * streaks changed since the last checkpoint were not saved: replay
+        //   the results of the last two checkpoint periods before the latest
+        //   arrival (already applied ones are ignored by their key), and
+        //   save what they changed at the next write;
+        // * latency windows live only in memory: rebuild them from the
+        //   results that arrived within the longest window.
         self.latency.clear();
-        if !self.c.latency_keep.is_zero() {
-            let since = now - TimeDelta::from_std(self.c.latency_keep).unwrap_or(TimeDelta::MAX);
-            for (check, region, r) in self.store.results_since(since)? {
-                if r.success && self.c.latency_checks.contains(&check) {
-                    self.latency.entry((check, region)).or_default().push(
-                        r.started_at,
-                        r.duration,
-                        &r.phases,
-                    );
-                }
+        let replay_since = self.store.latest_arrival()?.map(|latest| {
+            latest - TimeDelta::from_std(CHECKPOINT_EVERY * 2).unwrap_or(TimeDelta::MAX)
+        });
+        let latency_since = (!self.c.latency_keep.is_zero())
+            .then(|| now - TimeDelta::from_std(self.c.latency_keep).unwrap_or(TimeDelta::MAX));
+        let Some(since) = replay_since.into_iter().chain(latency_since).min() else {
+            return Ok(());
+        };
+        for stored in self.store.results_since(since)? {
+            let StoredResult {
+                check,
+                region,
+                seq,
+                received_at,
+                result: r,
+            } = stored;
+            if latency_since.is_some_and(|t| received_at > t)
+                && r.success
+                && self.c.latency_checks.contains(&check)
+            {
+                self.latency
+                    .entry((check.clone(), region.clone()))
+                    .or_default()
+                    .push(r.started_at, r.duration, &r.phases);
             }
+            if replay_since.is_none_or(|t| received_at < t) {
+                continue;
+            }
+            let Some(def) = self.c.checks.get(&check) else {
+                continue;
+            };
+            let policy = self.c.policy(def, Quorum::Majority);
+            let mem = self.mem.entry(check.clone()).or_default();
+            let _ = mem
+                .track
+                .apply(&region, &Observation::from_result(seq, &r), &policy);
+            self.dirty.insert(check);
         }
         Ok(())
     }

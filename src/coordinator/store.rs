@@ -668,6 +668,16 @@ pub struct SilenceRow {
     pub expired_at: Option<DateTime<Utc>>,
 }
 
+/// A stored result, as [`SqliteStore::results_since`] reads it back.
+#[derive(Clone, Debug)]
+pub struct StoredResult {
+    pub check: String,
+    pub region: String,
+    pub seq: u64,
+    pub received_at: DateTime<Utc>,
+    pub result: CheckResult,
+}
+
 /// Which incidents [`SqliteStore::incidents`] lists.
 #[derive(Clone, Debug, Default)]
 pub struct IncidentFilter {
@@ -1220,77 +1230,52 @@ impl SqliteStore {
             .collect()
     }
 
-    /// The results that arrived within `window` before the latest arrival,
-    /// in arrival order, with their seq: what a restart replays into the
-    /// check state saved at the last checkpoint.
-    pub fn results_tail(
-        &self,
-        window: chrono::TimeDelta,
-    ) -> Result<Vec<(String, String, u64, CheckResult)>, StoreError> {
-        let conn = self.lock();
-        let latest: Option<String> = conn
+    /// When the latest stored result arrived (coordinator clock).
+    pub fn latest_arrival(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let latest: Option<String> = self
+            .lock()
             .prepare_cached("SELECT max(received_at) FROM results")?
             .query_row([], |r| r.get(0))?;
-        let Some(latest) = latest else {
-            return Ok(Vec::new());
-        };
-        let since = ts(parse_ts("results.received_at", &latest)? - window);
-        let mut stmt = conn.prepare_cached(
-            "SELECT check_name, region, seq, body FROM results
-             WHERE received_at >= ?1 ORDER BY received_at, probe_id, seq",
-        )?;
-        let raw = stmt
-            .query_map([since], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        drop(stmt);
-        drop(conn);
-        raw.into_iter()
-            .map(|(c, region, seq, body)| {
-                let r = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
-                    what: format!("result of {c:?}"),
-                    detail: e.to_string(),
-                })?;
-                Ok((c, region, u64::try_from(seq).unwrap_or(0), r))
-            })
-            .collect()
+        latest
+            .map(|t| parse_ts("results.received_at", &t))
+            .transpose()
     }
 
-    /// Results that arrived after `since` (coordinator clock), in arrival
-    /// order: what rebuilds latency windows after a restart.
-    pub fn results_since(
-        &self,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<(String, String, CheckResult)>, StoreError> {
+    /// The results that arrived at or after `since`, in arrival order: what
+    /// a restart replays into the check state saved at the last checkpoint
+    /// and rebuilds latency windows from.
+    pub fn results_since(&self, since: DateTime<Utc>) -> Result<Vec<StoredResult>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT check_name, region, body FROM results
-             WHERE received_at > ?1 ORDER BY received_at, probe_id, seq",
+            "SELECT check_name, region, seq, received_at, body FROM results
+             WHERE received_at >= ?1 ORDER BY received_at, probe_id, seq",
         )?;
         let raw = stmt
             .query_map([ts(since)], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         drop(stmt);
         drop(conn);
         raw.into_iter()
-            .map(|(c, region, body)| {
-                let r = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
-                    what: format!("result of {c:?}"),
+            .map(|(check, region, seq, received, body)| {
+                let result = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                    what: format!("result of {check:?}"),
                     detail: e.to_string(),
                 })?;
-                Ok((c, region, r))
+                Ok(StoredResult {
+                    received_at: parse_ts("results.received_at", &received)?,
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    check,
+                    region,
+                    result,
+                })
             })
             .collect()
     }
