@@ -6,6 +6,7 @@
 pub mod check;
 pub mod cli;
 pub mod coordinator;
+pub mod notify;
 pub mod oncall;
 pub mod probe;
 pub mod serve;

@@ -1,0 +1,2 @@
+//! Signed acknowledge/resolve links. Placeholder: filled in by the links
+//! work.
