@@ -63,6 +63,17 @@ fn assert_duty(o: &OnCall, at: &str, team: &str, covering: &[&str]) {
 /// so 06–07Z and 21–22Z are gaps on weekdays, 13–15Z an emea/amer overlap,
 /// and the weekend from Friday 21:00Z to Sunday 22:00Z is a gap.
 const FOLLOW_THE_SUN: &str = r#"
+[[channel]]
+name = "email"
+type = "email"
+smtp_host = "localhost"
+from = "varde@example.com"
+
+[[channel]]
+name = "slack"
+type = "slack"
+url = "https://hooks.slack.com/services/T000/B000/XXXX"
+
 [oncall]
 order = ["emea", "amer", "apac"]
 fallback = "platform"

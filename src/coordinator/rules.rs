@@ -118,6 +118,11 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::silence::{self, Maintenance, Silence, WeeklyWindow};
+use crate::notify::channel::ChannelSpec;
+use crate::notify::route::{Policy, Route};
+
+#[path = "rules_notify.rs"]
+mod notify;
 use super::verdict::Quorum;
 use crate::check::Phase;
 use crate::oncall::{OnCall, Team};
@@ -197,6 +202,12 @@ pub struct Rules {
     /// The on-call schedule (`[[team]]` and `[oncall]`), if any team is
     /// defined.
     pub oncall: Option<OnCall>,
+    /// Notification channels (`[[channel]]`), in the order written.
+    pub channels: Vec<ChannelSpec>,
+    /// Routes (`[[route]]`): the first matching one decides the policy.
+    pub routes: Vec<Route>,
+    /// Escalation policies (`[[policy]]`).
+    pub policies: Vec<Policy>,
     /// The files read, in the order read.
     pub files: Vec<PathBuf>,
 }
@@ -542,11 +553,23 @@ pub fn parse_files(files: &[(PathBuf, String)]) -> Result<Rules, ConfigErrors> {
         teams: Vec::new(),
         oncall_settings: None,
         names: HashMap::new(),
+        channels: Vec::new(),
+        routes: Vec::new(),
+        policies: Vec::new(),
+        refs: Vec::new(),
     };
     for (idx, (path, text)) in files.iter().enumerate() {
         l.file(&Src { idx, path, text });
     }
     let oncall = l.finish_oncall();
+    let mut team_names: Vec<String> = l
+        .names
+        .keys()
+        .filter(|(kind, _)| *kind == "team")
+        .map(|(_, n)| n.clone())
+        .collect();
+    team_names.sort();
+    l.finish_refs(&team_names);
     if !l.errors.is_empty() {
         l.errors.sort();
         l.errors.dedup();
@@ -568,6 +591,9 @@ pub fn parse_files(files: &[(PathBuf, String)]) -> Result<Rules, ConfigErrors> {
         silences: l.silences,
         maintenance: l.maintenance,
         oncall,
+        channels: l.channels.into_iter().map(|(_, c)| c).collect(),
+        routes: l.routes,
+        policies: l.policies,
         files: l.files,
     })
 }
@@ -623,6 +649,21 @@ const TABLE_KINDS: &[TableKind] = &[
         noun: "on-call team",
         read: Loader::team,
     },
+    TableKind {
+        key: "channel",
+        noun: "notification channel",
+        read: Loader::channel,
+    },
+    TableKind {
+        key: "route",
+        noun: "route",
+        read: Loader::route,
+    },
+    TableKind {
+        key: "policy",
+        noun: "escalation policy",
+        read: Loader::policy,
+    },
 ];
 
 /// The single `[oncall]` settings table (not an array of tables).
@@ -652,6 +693,12 @@ struct Loader {
     /// Where each name was first defined, by table kind (names are unique
     /// within a kind).
     names: HashMap<(&'static str, String), Loc>,
+    /// `[[channel]]` tables read.
+    channels: Vec<(Loc, ChannelSpec)>,
+    routes: Vec<Route>,
+    policies: Vec<Policy>,
+    /// Contact, team, channel and policy references, checked at the end.
+    refs: Vec<notify::Ref>,
 }
 
 impl Loader {
@@ -1086,7 +1133,7 @@ impl Loader {
             .and_then(|v| self.timezone(src, v));
         let contacts = match t.get("contacts") {
             None => Vec::new(),
-            Some(v) => self.contacts(src, v),
+            Some(v) => self.contact_list(src, "contacts", v),
         };
         let mut shifts = Vec::new();
         if let Some(v) = t.get("shift") {
@@ -1173,23 +1220,6 @@ impl Loader {
             )
             .and_then(|v| self.time_of_day(src, "end", v));
         Some((days?, start?, end?))
-    }
-
-    fn contacts(&mut self, src: &Src<'_>, v: &Value<'_>) -> Vec<String> {
-        let DeValue::Array(items) = v.get_ref() else {
-            self.error(
-                src.loc(&v.span()),
-                format!(
-                    "contacts: expected an array of strings like [\"email:oncall@example.com\"], found {}",
-                    type_name(v.get_ref())
-                ),
-            );
-            return Vec::new();
-        };
-        items
-            .iter()
-            .filter_map(|item| self.non_empty(src, "contacts", item))
-            .collect()
     }
 
     /// The `[oncall]` table; only one across all files.

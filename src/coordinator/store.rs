@@ -28,7 +28,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::check::CheckResult;
+
+#[path = "store_delivery.rs"]
+mod delivery;
 use crate::wire::{BatchAck, ResultBatch, ResultRecord};
+pub use delivery::{DeliveryRow, EscalationRow, NewDelivery, Routing, Settle};
 
 /// The database file's name inside the data dir.
 pub const DB_FILE: &str = "varde.db";
@@ -44,7 +48,13 @@ const PRUNE_CHUNK: usize = 5_000;
 /// Schema migrations, in order. Script `i` takes the database from
 /// `user_version = i` to `i + 1`, in one transaction. Never edit a released
 /// script: append a new one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: &[&str] = &[
+    SCHEMA_V1,
+    SCHEMA_V2,
+    SCHEMA_V3,
+    SCHEMA_V4,
+    delivery::SCHEMA_V5,
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -14,7 +14,9 @@
 //! ([`SendOutcome`]).
 
 pub mod channel;
+pub mod dispatch;
 pub mod links;
+pub mod route;
 
 use std::collections::BTreeMap;
 
