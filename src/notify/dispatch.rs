@@ -376,13 +376,17 @@ impl Dispatcher {
                 None => Vec::new(),
                 Some(p) => {
                     if kind == MessageKind::Firing {
-                        let more = p.levels.len() > 1 || p.repeat.is_some();
+                        let next_at = if p.levels.len() > 1 {
+                            Some(now + chrono_dur(p.ack_timeout))
+                        } else {
+                            p.repeat.map(|r| now + chrono_dur(r))
+                        };
                         escalation = Some(EscalationRow {
                             incident_id: intent.incident_id,
                             policy: p.name.clone(),
                             level: 0,
                             repeats: 0,
-                            next_at: more.then(|| now + chrono_dur(p.ack_timeout)),
+                            next_at,
                             payload: intent.payload.clone(),
                             labels: labels.clone(),
                             incident_state: "firing".into(),
@@ -557,8 +561,11 @@ impl Dispatcher {
             let next_level = e.level as usize + 1;
             let deliveries: Vec<NewDelivery> = if next_level < policy.levels.len() {
                 e.level = next_level as u32;
-                let more = next_level + 1 < policy.levels.len() || policy.repeat.is_some();
-                e.next_at = more.then(|| due + chrono_dur(policy.ack_timeout));
+                e.next_at = if next_level + 1 < policy.levels.len() {
+                    Some(due + chrono_dur(policy.ack_timeout))
+                } else {
+                    policy.repeat.map(|r| due + chrono_dur(r))
+                };
                 if let Some(o) = payload.as_object_mut() {
                     o.insert("status".into(), json!("escalation"));
                     o.insert("level".into(), json!(next_level));
