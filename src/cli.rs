@@ -493,7 +493,7 @@ fn run_validate(args: ValidateArgs) -> ExitCode {
     if probes.as_deref() != Some(args.dir.as_path()) {
         match crate::coordinator::config::load_settings(&args.dir) {
             Ok(None) => {}
-            Ok(Some((auth, _))) => println!(
+            Ok(Some((auth, _, _))) => println!(
                 "{}: {} probe tokens, {} API tokens: OK",
                 args.dir.join(crate::coordinator::config::FILE).display(),
                 auth.probes.len(),

@@ -643,16 +643,28 @@ async fn status_probes_and_metrics() {
     assert_eq!(regions, ["eu", "us"]);
     assert!(v["probes"][0]["results_per_second"].as_f64().unwrap() > 0.0);
 
-    let (s, h, b) = c.req("GET", "/metrics", None, "", &[]).await;
-    assert_eq!(s, 200);
-    assert!(h["content-type"].to_str().unwrap().contains("openmetrics"));
-    let text = String::from_utf8(b.to_vec()).unwrap();
+    // The delivery worker routes the page in the background: wait (5 s at
+    // most) until it has.
+    let mut text = String::new();
+    for _ in 0..100 {
+        let (s, h, b) = c.req("GET", "/metrics", None, "", &[]).await;
+        assert_eq!(s, 200);
+        assert!(h["content-type"].to_str().unwrap().contains("openmetrics"));
+        text = String::from_utf8(b.to_vec()).unwrap();
+        if text.contains("varde_coordinator_notifications_unrouted_total 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     for want in [
         "varde_coordinator_results_total{region=\"eu\"} 2",
         "varde_coordinator_batches_total{outcome=\"accepted\"} 2",
         "varde_coordinator_checks{verdict=\"degraded\"} 1",
         "varde_coordinator_incidents{state=\"firing\"} 1",
-        "varde_coordinator_outbox_pending 1",
+        // No [[route]] here: the page is recorded as undeliverable, not
+        // left pending.
+        "varde_coordinator_outbox_pending 0",
+        "varde_coordinator_notifications_unrouted_total 1",
         "varde_coordinator_region_age_seconds{region=\"us\"}",
         "varde_coordinator_notify_latency_seconds_count 1",
         "varde_coordinator_config_last_reload_successful 1",

@@ -50,7 +50,7 @@ name = "alice"
 token = "alice-inline-token-0001"
 "#,
     );
-    let (auth, s) = config::load_settings(dir.path()).unwrap().unwrap();
+    let (auth, s, _) = config::load_settings(dir.path()).unwrap().unwrap();
     assert_eq!(s.fail_after.get(), 3);
     assert_eq!(s.recover_after.get(), 1);
     assert_eq!(s.stale_intervals, 2.5);

@@ -45,6 +45,7 @@ fn config(probes: &str, rules: &str, settings: Settings) -> Arc<CoordinatorConfi
         rules,
         auth: Default::default(),
         settings,
+        links: Default::default(),
     })
 }
 

@@ -240,6 +240,7 @@ impl H {
             rules: rules.clone(),
             auth: Default::default(),
             settings: Settings::default(),
+            links: Default::default(),
         });
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(dir.path()).unwrap());

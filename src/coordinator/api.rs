@@ -57,6 +57,9 @@ use super::engine::{ActionError, verdict_str};
 use super::store::{IncidentDetail, IncidentFilter, IncidentState, PreparedBatch, StoreError};
 use crate::wire::{CHECKS_PATH, CheckList, RESULTS_PATH, ResultBatch};
 
+#[path = "api_notify.rs"]
+mod notify;
+
 /// Largest result batch accepted (probes send at most 1 MiB).
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Largest body of any other request.
@@ -136,6 +139,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/status", get(status_all))
         .route("/api/v1/status/{check}", get(status_one))
         .route("/api/v1/config", get(config_status))
+        .route("/api/v1/oncall", get(notify::oncall))
+        .route(
+            "/api/v1/overrides",
+            get(notify::list_overrides).post(notify::add_override),
+        )
+        .route("/api/v1/overrides/{id}", delete(notify::expire_override))
+        .route("/ack/{id}", get(notify::link_get).post(notify::link_post))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
@@ -513,6 +523,8 @@ pub fn ingest_loop(s: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<IngestJob
                         .observe(t.elapsed().as_secs_f64());
                     let _ = reply.send(Ok(ack));
                 }
+                // Resolves and other kinds are not counted; always look.
+                s.wake_delivery();
                 // The group's notifications, timed from its oldest batch.
                 if let Some(t) = oldest {
                     let secs = t.elapsed().as_secs_f64();
@@ -589,12 +601,21 @@ async fn get_incident(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> R
         Err(r) => return r,
     };
     let store = s.store.clone();
-    match blocking(move || store.incident(id)).await {
-        Ok(Ok(Some(IncidentDetail {
-            incident: inc,
-            timeline: events,
-            notifications: outbox,
-        }))) => {
+    let r = blocking(move || {
+        let d = store.incident(id)?;
+        let deliveries = store.deliveries_of(id)?;
+        Ok::<_, StoreError>(d.map(|d| (d, deliveries)))
+    })
+    .await;
+    match r {
+        Ok(Ok(Some((
+            IncidentDetail {
+                incident: inc,
+                timeline: events,
+                notifications: outbox,
+            },
+            deliveries,
+        )))) => {
             let notifications: Vec<_> = outbox
                 .into_iter()
                 .map(|o| {
@@ -606,9 +627,10 @@ async fn get_incident(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> R
                     })
                 })
                 .collect();
-            axum::Json(
-                json!({ "incident": inc, "timeline": events, "notifications": notifications }),
-            )
+            axum::Json(json!({
+                "incident": inc, "timeline": events, "notifications": notifications,
+                "deliveries": deliveries,
+            }))
             .into_response()
         }
         Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no incident {id}")),
@@ -674,6 +696,7 @@ async fn incident_action(
     .await;
     match r {
         Ok(Ok(())) => {
+            s.wake_delivery();
             let store = s.store.clone();
             match blocking(move || store.incident(id)).await {
                 Ok(Ok(Some(d))) => axum::Json(json!({ "incident": d.incident })).into_response(),
@@ -896,7 +919,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
             let e = s2.engine();
             (e.snapshot(now), e.store().clone())
         };
-        (snap, store.incident_counts(), store.outbox_depth(), now)
+        (snap, store.incident_counts(), store.delivery_depth(), now)
     })
     .await;
     let (snap, counts, depth, now) = match gathered {
@@ -1004,6 +1027,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
             a,
         );
     }
+    s.delivery_metrics.register(&mut reg);
     let _ = verdict_str;
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {

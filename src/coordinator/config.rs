@@ -22,6 +22,11 @@
 //! [retention]
 //! results = "2h"          # raw results kept (incidents are kept forever)
 //!
+//! [links]
+//! public_url = "https://varde.example.com"  # where people reach this API; with
+//!                         # it, pages carry signed acknowledge/resolve links
+//! ttl = "7d"              # how long such a link works
+//!
 //! [[probe]]               # one per probe (or per region): a bearer token
 //! name = "eu-1"
 //! region = "eu"           # optional: the only region this token may report as
@@ -66,6 +71,25 @@ pub struct CoordinatorConfig {
     pub rules: Rules,
     pub auth: Auth,
     pub settings: Settings,
+    pub links: LinkSettings,
+}
+
+/// `[links]` of `coordinator.toml`: signed acknowledge/resolve links.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkSettings {
+    /// The base URL people reach the coordinator at; no links without it.
+    pub public_url: Option<url::Url>,
+    /// How long a link works after the message is sent.
+    pub ttl: Duration,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        LinkSettings {
+            public_url: None,
+            ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 /// Engine settings of `coordinator.toml`.
@@ -189,7 +213,7 @@ pub fn load(dir: &Path) -> Result<CoordinatorConfig, ConfigErrors> {
     } else {
         Rules::default()
     };
-    let (auth, settings) = match load_settings(dir) {
+    let (auth, settings, links) = match load_settings(dir) {
         Ok(v) => v.unwrap_or_default(),
         Err(ConfigErrors(mut e)) => {
             errors.append(&mut e);
@@ -202,6 +226,7 @@ pub fn load(dir: &Path) -> Result<CoordinatorConfig, ConfigErrors> {
             rules,
             auth,
             settings,
+            links,
         })
     } else {
         Err(ConfigErrors(errors))
@@ -210,7 +235,7 @@ pub fn load(dir: &Path) -> Result<CoordinatorConfig, ConfigErrors> {
 
 /// Reads `dir/coordinator.toml`: `None` when there is none. Tokens are read
 /// (from files and the environment) as the coordinator would.
-pub fn load_settings(dir: &Path) -> Result<Option<(Auth, Settings)>, ConfigErrors> {
+pub fn load_settings(dir: &Path) -> Result<Option<(Auth, Settings, LinkSettings)>, ConfigErrors> {
     let file = dir.join(FILE);
     match std::fs::read_to_string(&file) {
         Ok(text) => parse_settings(dir, &file, &text)
@@ -235,6 +260,8 @@ struct RawFile {
     flapping: RawFlapping,
     #[serde(default)]
     retention: RawRetention,
+    #[serde(default)]
+    links: RawLinks,
     #[serde(default)]
     probe: Vec<Spanned<RawCred>>,
     #[serde(default)]
@@ -262,6 +289,13 @@ struct RawRetention {
     results: Option<Spanned<String>>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLinks {
+    public_url: Option<Spanned<String>>,
+    ttl: Option<Spanned<String>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCred {
@@ -276,7 +310,7 @@ fn parse_settings(
     dir: &Path,
     file: &Path,
     text: &str,
-) -> Result<(Auth, Settings), Vec<ConfigError>> {
+) -> Result<(Auth, Settings, LinkSettings), Vec<ConfigError>> {
     let src = Src {
         idx: 0,
         path: file,
@@ -342,6 +376,22 @@ fn parse_settings(
     };
     dur(&raw.flapping.window, "window", &mut s.flap_window);
     dur(&raw.retention.results, "results", &mut s.results_retention);
+    let mut links = LinkSettings::default();
+    dur(&raw.links.ttl, "ttl", &mut links.ttl);
+    if let Some(u) = &raw.links.public_url {
+        match url::Url::parse(u.get_ref()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+                links.public_url = Some(url);
+            }
+            _ => err(
+                u.span(),
+                format!(
+                    "public_url: expected an http:// or https:// URL, found {:?}",
+                    u.get_ref()
+                ),
+            ),
+        }
+    }
 
     let mut auth = Auth::default();
     let mut names: BTreeMap<(&str, String), ()> = BTreeMap::new();
@@ -446,7 +496,7 @@ fn parse_settings(
         }
     }
     if errors.is_empty() {
-        Ok((auth, s))
+        Ok((auth, s, links))
     } else {
         Err(errors)
     }

@@ -17,6 +17,9 @@ use super::api;
 use super::config::{self, CoordinatorConfig};
 use super::engine::Engine;
 use super::store::{SqliteStore, StoreError};
+use crate::notify::dispatch::{
+    self, Channels, DeliveryMetrics, Dispatcher, LinkMaker, NotifyConfig,
+};
 use crate::probe::config::ConfigErrors;
 
 /// Everything `varde coordinator` is started with.
@@ -101,6 +104,14 @@ pub struct Shared {
     /// Result batches for the ingest thread; taken at shutdown so that the
     /// thread (which holds a `Shared` itself) sees the channel close.
     pub ingest: Mutex<Option<tokio::sync::mpsc::Sender<api::IngestJob>>>,
+    /// Wakes the delivery worker after a change that may have queued a
+    /// notification (ingest, tick, acknowledge, resolve).
+    pub delivery_wake: Arc<tokio::sync::Notify>,
+    pub delivery_metrics: DeliveryMetrics,
+    /// What the delivery worker works from; replaced on reload.
+    pub delivery_config: tokio::sync::watch::Sender<Arc<NotifyConfig>>,
+    /// Makes signed acknowledge/resolve links, and checks them.
+    pub links: Option<Arc<crate::notify::links::LinkSigner>>,
 }
 
 impl Shared {
@@ -118,6 +129,11 @@ impl Shared {
                 g
             }
         }
+    }
+
+    /// Tells the delivery worker to look for new notifications now.
+    pub fn wake_delivery(&self) {
+        self.delivery_wake.notify_one();
     }
 
     pub fn config(&self) -> Arc<CoordinatorConfig> {
@@ -169,6 +185,12 @@ pub async fn serve(
         source: std::io::Error::other(e.to_string()),
     })??;
     let status = ConfigStatus::loaded(&cfg);
+    let links = link_signer(&cfg, &opts.data_dir)?;
+    let delivery = notify_config(&cfg, links.clone()).map_err(|e| StartError::Io {
+        what: "notification channels".into(),
+        source: std::io::Error::other(e),
+    })?;
+    let (delivery_config, delivery_rx) = tokio::sync::watch::channel(Arc::new(delivery));
     // Bounded: when the store falls behind, handlers wait here and probes
     // see slower acknowledgements (and spool), not unbounded memory.
     let (ingest_tx, ingest_rx) = tokio::sync::mpsc::channel(INGEST_QUEUE);
@@ -181,6 +203,10 @@ pub async fn serve(
         rates: Mutex::new(HashMap::new()),
         started: Instant::now(),
         ingest: Mutex::new(Some(ingest_tx)),
+        delivery_wake: Arc::new(tokio::sync::Notify::new()),
+        delivery_metrics: DeliveryMetrics::default(),
+        delivery_config,
+        links,
     });
     shared.metrics.config_reload(true);
     let ingest_thread = {
@@ -200,6 +226,35 @@ pub async fn serve(
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Delivery: its own thread and runtime (its store calls block).
+    let delivery_thread = {
+        let dispatcher = Dispatcher::new(
+            shared.store.clone(),
+            delivery_rx,
+            dispatch::system_clock(),
+            shared.delivery_wake.clone(),
+            shared.delivery_metrics.clone(),
+        );
+        let mut stop = stop_rx.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StartError::Io {
+                what: "cannot start the delivery runtime".into(),
+                source: e,
+            })?;
+        std::thread::Builder::new()
+            .name("varde-delivery".into())
+            .spawn(move || {
+                rt.block_on(dispatcher.run(async move {
+                    let _ = stop.changed().await;
+                }));
+            })
+            .map_err(|e| StartError::Io {
+                what: "cannot start the delivery thread".into(),
+                source: e,
+            })?
+    };
     let mut tasks = Vec::new();
     // Clock ticks.
     {
@@ -219,6 +274,7 @@ pub async fn serve(
                 if let Ok(Err(e)) = r {
                     tracing::error!(error = %e, "evaluation tick failed");
                 }
+                shared.wake_delivery();
             }
         }));
     }
@@ -291,6 +347,7 @@ pub async fn serve(
     drop(shared);
     let _ = tokio::task::spawn_blocking(move || {
         let _ = ingest_thread.join();
+        let _ = delivery_thread.join();
         drop(checkpointer);
     })
     .await;
@@ -302,6 +359,21 @@ pub async fn serve(
 fn reload(shared: &Shared, dir: &std::path::Path) {
     match config::load(dir) {
         Ok(cfg) => {
+            let delivery = match notify_config(&cfg, shared.links.clone()) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!("config reload failed, keeping the running config: {e}");
+                    let mut st = shared
+                        .config_status
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    st.ok = false;
+                    st.errors = vec![e];
+                    shared.metrics.config_reload(false);
+                    return;
+                }
+            };
+            shared.delivery_config.send_replace(Arc::new(delivery));
             let cfg = Arc::new(cfg);
             let result = shared.engine().set_config(cfg.clone(), Utc::now());
             if let Err(e) = result {
@@ -330,4 +402,60 @@ fn reload(shared: &Shared, dir: &std::path::Path) {
             shared.metrics.config_reload(false);
         }
     }
+}
+
+/// What the delivery worker needs from a config: channels (with their
+/// clients built), routes, policies, the on-call schedule, links.
+pub fn notify_config(
+    cfg: &CoordinatorConfig,
+    links: Option<Arc<crate::notify::links::LinkSigner>>,
+) -> Result<NotifyConfig, String> {
+    let r = &cfg.rules;
+    let transport = Channels::new(&r.channels)?;
+    let ttl = chrono::TimeDelta::from_std(cfg.links.ttl).unwrap_or(chrono::TimeDelta::MAX);
+    let links: Option<LinkMaker> = links.map(|signer| {
+        let make: LinkMaker = Arc::new(move |incident: i64, action: &str| {
+            let action = if action == "resolve" {
+                crate::notify::links::LinkAction::Resolve
+            } else {
+                crate::notify::links::LinkAction::Ack
+            };
+            signer.url(incident, action, Utc::now() + ttl)
+        });
+        make
+    });
+    Ok(NotifyConfig {
+        channels: r.channels.clone(),
+        routes: r.routes.clone(),
+        policies: r.policies.clone(),
+        oncall: r.oncall.clone(),
+        transport: Arc::new(transport),
+        links,
+    })
+}
+
+/// The link signer, when `[links] public_url` is set: its key is
+/// `DATA_DIR/link.key`, created on first use, so links survive restarts.
+fn link_signer(
+    cfg: &CoordinatorConfig,
+    data_dir: &std::path::Path,
+) -> Result<Option<Arc<crate::notify::links::LinkSigner>>, StartError> {
+    let Some(url) = &cfg.links.public_url else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| StartError::Io {
+        what: format!("cannot create {}", data_dir.display()),
+        source: e,
+    })?;
+    let path = data_dir.join("link.key");
+    let key = crate::notify::links::load_or_create_key(&path).map_err(|e| StartError::Io {
+        what: format!("cannot read or create {}", path.display()),
+        source: e,
+    })?;
+    let signer =
+        crate::notify::links::LinkSigner::new(&key, url.as_str()).map_err(|e| StartError::Io {
+            what: "link signing key".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    Ok(Some(Arc::new(signer)))
 }
