@@ -88,6 +88,7 @@ use super::store::{
 };
 use super::verdict::{CheckTrack, Observation, Policy, Quorum, RegionState, Verdict, VerdictState};
 use crate::check::CheckResult;
+use crate::notify::RegionView;
 use crate::probe::CheckDef;
 use crate::wire::{BatchAck, ResultBatch};
 
@@ -391,6 +392,11 @@ pub struct Engine {
     c: Compiled,
     mem: HashMap<String, CheckMem>,
     latency: HashMap<(String, String), LatencyWindow>,
+    /// (check, region) → what its latest result said, kept from a region's
+    /// first failure until the check is up again everywhere: what
+    /// notifications show per region (reason, message, phases). Not
+    /// persisted.
+    views: HashMap<String, BTreeMap<String, RegionView>>,
     /// Open incidents by fingerprint.
     open: HashMap<String, Incident>,
     /// Region → when its latest batch arrived.
@@ -441,6 +447,7 @@ impl Engine {
             c: Compiled::new(cfg),
             mem: HashMap::new(),
             latency: HashMap::new(),
+            views: HashMap::new(),
             open: HashMap::new(),
             regions: BTreeMap::new(),
             offline_latched: BTreeSet::new(),
@@ -773,6 +780,13 @@ impl Engine {
         {
             mem.certs.insert(region.to_owned(), exp);
             now_dirty = true;
+        }
+        if !r.success || self.views.contains_key(check) {
+            let views = self.views.entry(check.to_owned()).or_default();
+            views.insert(region.to_owned(), region_view(r));
+            if views.values().all(|v| v.success) {
+                self.views.remove(check);
+            }
         }
         if r.success && self.c.latency_checks.contains(check) {
             let w = self
@@ -1544,6 +1558,9 @@ impl Engine {
                 .track
                 .verdict(now, &self.c.policy(def, Quorum::Majority));
             obj.insert("target".into(), json!(def.target));
+            if let Some(views) = self.views.get(&inc.check) {
+                obj.insert("views".into(), json!(views));
+            }
             obj.insert(
                 "regions".into(),
                 json!({ "down": v.down, "up": v.up, "stale": v.stale, "unknown": v.unknown }),
@@ -1962,4 +1979,20 @@ fn render(
         .iter()
         .map(|(k, t)| (k.clone(), t.render(&value)))
         .collect()
+}
+
+/// What a notification shows of one region's latest result.
+fn region_view(r: &CheckResult) -> RegionView {
+    RegionView {
+        success: r.success,
+        reason: r.reason.map(|x| x.as_str().to_owned()),
+        message: r.message.chars().take(500).collect(),
+        phases: crate::check::Phase::ALL
+            .iter()
+            .map(|p| (p.as_str().to_owned(), r.phases.get(*p).as_secs_f64()))
+            .filter(|(_, v)| *v > 0.0)
+            .collect(),
+        duration_seconds: r.duration.as_secs_f64(),
+        started_at: r.started_at,
+    }
 }
