@@ -475,14 +475,27 @@ fn one_region_down_and_the_others_stale_is_down_under_majority_by_one_of_one_vot
 }
 
 #[test]
-fn fresh_regions_without_enough_evidence_are_listed_unknown_and_do_not_vote() {
+fn fresh_regions_without_enough_evidence_are_listed_unknown_and_hold_a_quorum_back() {
     let p = policy();
     let mut c = settled(&[("a", RegionState::Up)], &p);
     let _ = c.apply("b", &fail(1, 60), &p);
     let v = c.verdict(t(60), &p);
     assert_eq!(v.state, VerdictState::Up);
     assert_eq!(v.unknown, names(&["b"]));
-    assert_eq!(v.voters, 1);
+    assert_eq!(v.voters, 2, "in the denominator, neither down nor up");
+
+    // A fleet starting up: the first region to cross fail_after is 1 of 3,
+    // not 1 of 1 — DEGRADED, not DOWN, until a second region agrees.
+    let mut c = CheckTrack::new();
+    for (i, r) in ["a", "b", "c"].iter().enumerate() {
+        let _ = c.apply(r, &fail(1, i as i64), &p);
+    }
+    let _ = c.apply("a", &fail(2, 30), &p);
+    let v = c.verdict(t(30), &p);
+    assert_eq!((v.down.len(), v.voters), (1, 3));
+    assert_eq!(v.state, VerdictState::Degraded);
+    let _ = c.apply("b", &fail(2, 31), &p);
+    assert_eq!(c.verdict(t(31), &p).state, VerdictState::Down);
 }
 
 #[test]

@@ -36,9 +36,12 @@
 //! (whatever its state), else `down`, `up` or `unknown` by its state. Lists
 //! are sorted by region name.
 //!
-//! * **Voters** are the fresh regions with a known state (`Up` or `Down`).
-//!   Fresh `Unknown` regions and stale regions do not vote and are not in the
-//!   denominator: silence is never read as up or down.
+//! * **Voters** are the fresh regions. Stale regions do not vote: silence is
+//!   never read as up or down. A fresh `Unknown` region (reporting, but
+//!   without `fail_after`/`recover_after` results in a row yet) is in the
+//!   denominator but neither down nor up: it can hold a page back (while a
+//!   fleet starts, the first region to cross `fail_after` is 1 of 3, not
+//!   1 of 1) but never causes one.
 //! * The quorum is met when the number of `Down` voters reaches:
 //!   - `any`: at least one;
 //!   - `majority` (default): more than half of the voters (1 of 2 is *not* a
@@ -48,8 +51,9 @@
 //!     (with fewer than N voters the check can be DEGRADED, never DOWN).
 //! * [`VerdictState::Down`] when the quorum is met; [`Degraded`] when some but
 //!   fewer than quorum voters are down; [`Up`] when no voter is down and at
-//!   least one is up; [`Unknown`](VerdictState::Unknown) when there are no
-//!   voters (e.g. every region stale or still without enough evidence).
+//!   least one is up; [`Unknown`](VerdictState::Unknown) when no fresh
+//!   region is up or down (e.g. every region stale or still without enough
+//!   evidence).
 //!
 //! **Consequence to know:** the quorum is taken over the voters, not over
 //! all regions. If one region is down and all the others are stale, that one
@@ -430,8 +434,8 @@ impl CheckTrack {
             };
             list.push(name.clone());
         }
-        v.voters = v.down.len() + v.up.len();
-        v.state = if v.voters == 0 {
+        v.voters = v.down.len() + v.up.len() + v.unknown.len();
+        v.state = if v.down.is_empty() && v.up.is_empty() {
             VerdictState::Unknown
         } else if p.quorum.is_met(v.down.len(), v.voters) {
             VerdictState::Down
@@ -472,6 +476,7 @@ pub struct Verdict {
     pub stale: Vec<String>,
     /// Fresh regions without enough evidence yet, sorted.
     pub unknown: Vec<String>,
-    /// `down.len() + up.len()`: the denominator of "down in 2/3 regions".
+    /// `down.len() + up.len() + unknown.len()` (the fresh regions): the
+    /// denominator of the quorum and of "down in 2/3 regions".
     pub voters: usize,
 }

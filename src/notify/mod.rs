@@ -180,13 +180,13 @@ impl Alert {
                 } else {
                     "degraded"
                 };
+                // Of the regions reporting: those without enough evidence
+                // yet count, so a page fired by the first region to fail
+                // reads "1/3", not "1/1".
                 match &self.regions {
                     Some(r) if !r.down.is_empty() || !r.up.is_empty() => {
-                        format!(
-                            "{word} in {}/{} regions",
-                            r.down.len(),
-                            r.down.len() + r.up.len()
-                        )
+                        let reporting = r.down.len() + r.up.len() + r.unknown.len();
+                        format!("{word} in {}/{reporting} regions", r.down.len())
                     }
                     _ => word.to_owned(),
                 }
