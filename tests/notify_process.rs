@@ -108,16 +108,12 @@ impl Receiver {
             &body,
             &header("x-varde-signature"),
         );
-        let mut mode = *self.mode.lock().unwrap();
-        while mode == Mode::Hang {
+        let mode = *self.mode.lock().unwrap();
+        if mode == Mode::Hang {
             // Record the arrival once, then hold the request.
             self.record(&header("idempotency-key"), 0, &body, signed);
-            loop {
+            while *self.mode.lock().unwrap() == Mode::Hang {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                mode = *self.mode.lock().unwrap();
-                if mode != Mode::Hang {
-                    break;
-                }
             }
             return Response::builder()
                 .status(200)
