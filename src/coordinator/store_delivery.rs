@@ -370,17 +370,32 @@ impl SqliteStore {
         s.map(|s| parse_ts("escalations.next_at", &s)).transpose()
     }
 
-    /// Pending deliveries due at `now`, oldest first.
-    pub fn due_deliveries(
+    /// Contacts with pending deliveries due at `now`.
+    pub fn due_contacts(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT contact FROM deliveries
+             WHERE state = 'pending' AND next_attempt_at <= ?1",
+        )?;
+        let rows = stmt
+            .query_map([ts(now)], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// One contact's pending deliveries due at `now`, oldest first.
+    pub fn due_for(
         &self,
+        contact: &str,
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
         let conn = self.lock();
         delivery_rows(
             &conn,
-            "WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
-            params![ts(now), i64::try_from(limit).unwrap_or(i64::MAX)],
+            "WHERE state = 'pending' AND next_attempt_at <= ?1 AND contact = ?2
+             ORDER BY id LIMIT ?3",
+            params![ts(now), contact, i64::try_from(limit).unwrap_or(i64::MAX)],
         )
     }
 
@@ -403,15 +418,15 @@ impl SqliteStore {
     /// Marks deliveries as being sent: one more attempt, and not due again
     /// before `until` (so that a crash mid-send retries them after it, and
     /// the loop does not pick them twice).
-    pub fn lease_deliveries(&self, ids: &[i64], until: DateTime<Utc>) -> Result<(), StoreError> {
+    pub fn lease_deliveries(&self, leases: &[(i64, DateTime<Utc>)]) -> Result<(), StoreError> {
         self.transaction(|txn| {
-            for id in ids {
+            for (id, until) in leases {
                 txn.tx
                     .prepare_cached(
                         "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?2
                          WHERE id = ?1 AND state = 'pending'",
                     )?
-                    .execute(params![id, ts(until)])?;
+                    .execute(params![id, ts(*until)])?;
             }
             Ok(())
         })
@@ -425,10 +440,23 @@ impl SqliteStore {
         outcome: &Settle,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.settle_many(&[(ids, outcome)], now)
+    }
+
+    /// [`SqliteStore::settle_deliveries`] for several outcomes, in one
+    /// transaction.
+    pub fn settle_many(
+        &self,
+        all: &[(&[i64], &Settle)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.transaction(|txn| {
             let tx = &txn.tx;
             let mut intents = Vec::new();
-            for id in ids {
+            for (id, outcome) in all
+                .iter()
+                .flat_map(|(ids, o)| ids.iter().map(move |id| (id, *o)))
+            {
                 match outcome {
                     Settle::Delivered { message_key } => tx
                         .prepare_cached(

@@ -205,6 +205,17 @@ struct Done {
     outcome: SendOutcome,
 }
 
+/// A message about to go out.
+struct Outbound {
+    spec: ChannelSpec,
+    contact: Contact,
+    contact_s: String,
+    ids: Vec<i64>,
+    incidents: Vec<i64>,
+    attempts: u32,
+    out: Outgoing,
+}
+
 /// The delivery worker. See the module documentation.
 pub struct Dispatcher {
     store: Arc<SqliteStore>,
@@ -278,10 +289,11 @@ impl Dispatcher {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.config.changed() => {}
                 Some(done) = self.done_rx.recv() => {
-                    self.finish(done);
+                    let mut batch = vec![done];
                     while let Ok(done) = self.done_rx.try_recv() {
-                        self.finish(done);
+                        batch.push(done);
                     }
+                    self.finish(batch);
                 }
             }
         }
@@ -292,7 +304,7 @@ impl Dispatcher {
         while self.in_flight.values().any(|&n| n > 0) {
             tokio::select! {
                 _ = &mut deadline => break,
-                Some(done) = self.done_rx.recv() => self.finish(done),
+                Some(done) = self.done_rx.recv() => self.finish(vec![done]),
             }
         }
     }
@@ -631,38 +643,31 @@ impl Dispatcher {
     // === 3. delivery ===
 
     fn deliver(&mut self, cfg: &NotifyConfig, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let due = self.store.due_deliveries(now, 1000)?;
-        if due.is_empty() {
-            return Ok(());
-        }
-        let mut by_contact: BTreeMap<String, Vec<DeliveryRow>> = BTreeMap::new();
-        for row in due {
-            by_contact.entry(row.contact.clone()).or_default().push(row);
-        }
-        for (contact_s, rows) in by_contact {
+        let mut sends: Vec<Outbound> = Vec::new();
+        let mut settles: Vec<(Vec<i64>, Settle, &'static str)> = Vec::new();
+        // Contact by contact, so that one contact's backlog never hides
+        // another's due rows.
+        for contact_s in self.store.due_contacts(now)? {
             let Ok(contact) = Contact::parse(&contact_s) else {
-                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-                self.store.settle_deliveries(
-                    &ids,
-                    &Settle::Failed {
-                        error: format!("invalid contact {contact_s:?}"),
-                    },
-                    now,
-                )?;
+                let ids = self.due_ids(&contact_s, now)?;
+                let error = format!("invalid contact {contact_s:?}");
+                settles.push((ids, Settle::Failed { error }, "invalid"));
                 continue;
             };
             let Some(spec) = cfg.spec(&contact.channel).cloned() else {
-                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-                self.store.settle_deliveries(
-                    &ids,
-                    &Settle::Failed {
-                        error: format!("channel {:?} is no longer configured", contact.channel),
-                    },
-                    now,
-                )?;
-                self.bump(&contact.channel, "failed", ids.len());
+                let ids = self.due_ids(&contact_s, now)?;
+                let error = format!("channel {:?} is no longer configured", contact.channel);
+                settles.push((ids, Settle::Failed { error }, "unknown"));
                 continue;
             };
+            let in_flight = self.in_flight.get(&contact_s).copied().unwrap_or(0);
+            if in_flight >= spec.max_in_flight {
+                continue;
+            }
+            let digest = spec.kind.groups() && !spec.group_wait.is_zero();
+            let take = if digest { MAX_DIGEST } else { 1 };
+            let free = spec.max_in_flight - in_flight;
+            let rows = self.store.due_for(&contact_s, now, free * take + 64)?;
             // One row per incident at a time, in queue order.
             let mut seen = HashSet::new();
             let ready: Vec<DeliveryRow> = rows
@@ -673,82 +678,101 @@ impl Dispatcher {
                 })
                 .collect();
             let mut ready = ready.into_iter().peekable();
-            let digest = spec.kind.groups() && !spec.group_wait.is_zero();
-            while ready.peek().is_some() {
-                let in_flight = self.in_flight.get(&contact_s).copied().unwrap_or(0);
-                if in_flight >= spec.max_in_flight {
-                    break;
+            let mut started = 0;
+            while ready.peek().is_some() && started < free {
+                let rows: Vec<DeliveryRow> = ready.by_ref().take(take).collect();
+                let mut items = Vec::new();
+                let mut ids = Vec::new();
+                let mut bad = Vec::new();
+                for r in &rows {
+                    match item_of(cfg, r) {
+                        Some(item) => {
+                            items.push(item);
+                            ids.push(r.id);
+                        }
+                        None => bad.push(r.id),
+                    }
                 }
-                let take = if digest { MAX_DIGEST } else { 1 };
-                let batch: Vec<DeliveryRow> = ready.by_ref().take(take).collect();
-                self.start_send(cfg, &spec, &contact, &contact_s, batch, now)?;
+                if !bad.is_empty() {
+                    let error = "unreadable notification payload".to_owned();
+                    settles.push((bad, Settle::Failed { error }, spec.kind.type_name()));
+                }
+                if items.is_empty() {
+                    continue;
+                }
+                started += 1;
+                let key = if items.len() == 1 {
+                    items[0].key.clone()
+                } else {
+                    format!("varde-digest-{}-{}", ids[0], items.len())
+                };
+                sends.push(Outbound {
+                    spec: spec.clone(),
+                    contact: contact.clone(),
+                    contact_s: contact_s.clone(),
+                    attempts: rows.iter().map(|r| r.attempts).max().unwrap_or(0) + 1,
+                    incidents: rows.iter().map(|r| r.incident_id).collect(),
+                    ids,
+                    out: Outgoing {
+                        address: contact.address.clone(),
+                        key,
+                        items,
+                    },
+                });
             }
             self.waves.remove(&contact_s);
+        }
+        if !settles.is_empty() {
+            let all: Vec<(&[i64], &Settle)> = settles
+                .iter()
+                .map(|(ids, s, _)| (ids.as_slice(), s))
+                .collect();
+            self.store.settle_many(&all, now)?;
+            for (ids, _, channel) in &settles {
+                self.bump(channel, "failed", ids.len());
+            }
+        }
+        if sends.is_empty() {
+            return Ok(());
+        }
+        // One transaction leases every row about to go out.
+        let leases: Vec<(i64, DateTime<Utc>)> = sends
+            .iter()
+            .flat_map(|s| {
+                let until = now + chrono_dur(s.spec.timeout + Duration::from_secs(5));
+                s.ids.iter().map(move |&id| (id, until))
+            })
+            .collect();
+        self.store.lease_deliveries(&leases)?;
+        for s in sends {
+            self.start_send(cfg, s);
         }
         Ok(())
     }
 
-    fn start_send(
-        &mut self,
-        cfg: &NotifyConfig,
-        spec: &ChannelSpec,
-        contact: &Contact,
-        contact_s: &str,
-        rows: Vec<DeliveryRow>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let mut items = Vec::new();
-        let mut ids = Vec::new();
-        let mut bad = Vec::new();
-        for r in &rows {
-            match item_of(cfg, r) {
-                Some(item) => {
-                    items.push(item);
-                    ids.push(r.id);
-                }
-                None => bad.push(r.id),
-            }
+    fn due_ids(&self, contact: &str, now: DateTime<Utc>) -> Result<Vec<i64>, StoreError> {
+        Ok(self
+            .store
+            .due_for(contact, now, 1000)?
+            .iter()
+            .map(|r| r.id)
+            .collect())
+    }
+
+    fn start_send(&mut self, cfg: &NotifyConfig, s: Outbound) {
+        *self.in_flight.entry(s.contact_s.clone()).or_default() += 1;
+        for &i in &s.incidents {
+            self.busy.insert((s.contact_s.clone(), i));
         }
-        if !bad.is_empty() {
-            self.store.settle_deliveries(
-                &bad,
-                &Settle::Failed {
-                    error: "unreadable notification payload".into(),
-                },
-                now,
-            )?;
-        }
-        if items.is_empty() {
-            return Ok(());
-        }
-        let key = if items.len() == 1 {
-            items[0].key.clone()
-        } else {
-            format!("varde-digest-{}-{}", ids[0], items.len())
-        };
-        let lease = spec.timeout + Duration::from_secs(5);
-        self.store.lease_deliveries(&ids, now + chrono_dur(lease))?;
-        let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(0) + 1;
-        let incidents: Vec<i64> = rows.iter().map(|r| r.incident_id).collect();
-        *self.in_flight.entry(contact_s.to_owned()).or_default() += 1;
-        for &i in &incidents {
-            self.busy.insert((contact_s.to_owned(), i));
-        }
-        let out = Outgoing {
-            address: contact.address.clone(),
-            key: key.clone(),
-            items,
-        };
         let transport = cfg.transport.clone();
         let sends = self.sends.clone();
         let done = self.done_tx.clone();
-        let contact = contact.clone();
-        let channel_type = spec.kind.type_name();
-        let limit = spec.timeout * 2 + Duration::from_secs(1);
+        let channel_type = s.spec.kind.type_name();
+        let limit = s.spec.timeout * 2 + Duration::from_secs(1);
         tokio::spawn(async move {
             let outcome = match sends.acquire().await {
                 Ok(_permit) => {
-                    match tokio::time::timeout(limit, transport.send(&contact, &out)).await {
+                    match tokio::time::timeout(limit, transport.send(&s.contact, &s.out)).await {
                         Ok(o) => o,
                         Err(_) => SendOutcome::Retry(format!(
                             "no answer within {}",
@@ -759,54 +783,58 @@ impl Dispatcher {
                 Err(_) => SendOutcome::Retry("shutting down".into()),
             };
             let _ = done.send(Done {
-                contact: contact.to_string(),
-                incidents,
-                ids,
-                attempts,
+                contact: s.contact_s,
+                incidents: s.incidents,
+                ids: s.ids,
+                attempts: s.attempts,
                 channel_type,
-                message_key: key,
+                message_key: s.out.key,
                 outcome,
             });
         });
-        Ok(())
     }
 
-    fn finish(&mut self, done: Done) {
+    /// Records finished sends, all in one transaction.
+    fn finish(&mut self, batch: Vec<Done>) {
         let now = (self.clock)();
-        if let Some(n) = self.in_flight.get_mut(&done.contact) {
-            *n = n.saturating_sub(1);
-        }
-        for i in &done.incidents {
-            self.busy.remove(&(done.contact.clone(), *i));
-        }
-        let (settle, result) = match &done.outcome {
-            SendOutcome::Delivered => {
-                self.last_sent.insert(done.contact.clone(), now);
-                (
-                    Settle::Delivered {
-                        message_key: done.message_key.clone(),
-                    },
-                    "delivered",
-                )
+        let mut settles = Vec::with_capacity(batch.len());
+        for done in &batch {
+            if let Some(n) = self.in_flight.get_mut(&done.contact) {
+                *n = n.saturating_sub(1);
             }
-            SendOutcome::Retry(e) => {
-                tracing::warn!(contact = %done.contact, attempts = done.attempts, error = %e, "delivery failed; will retry");
-                (
-                    Settle::Retry {
+            for i in &done.incidents {
+                self.busy.remove(&(done.contact.clone(), *i));
+            }
+            let (settle, result) = match &done.outcome {
+                SendOutcome::Delivered => {
+                    self.last_sent.insert(done.contact.clone(), now);
+                    let message_key = done.message_key.clone();
+                    (Settle::Delivered { message_key }, "delivered")
+                }
+                SendOutcome::Retry(e) => {
+                    tracing::warn!(contact = %done.contact, attempts = done.attempts, error = %e, "delivery failed; will retry");
+                    let wait = self.backoff(done.ids[0], done.attempts);
+                    let settle = Settle::Retry {
                         error: e.clone(),
-                        next_attempt_at: now + chrono_dur(self.backoff(done.ids[0], done.attempts)),
-                    },
-                    "retry",
-                )
-            }
-            SendOutcome::Failed(e) => {
-                tracing::warn!(contact = %done.contact, error = %e, "delivery failed permanently");
-                (Settle::Failed { error: e.clone() }, "failed")
-            }
-        };
-        self.bump(done.channel_type, result, 1);
-        if let Err(e) = self.store.settle_deliveries(&done.ids, &settle, now) {
-            tracing::error!(error = %e, "recording a delivery outcome failed; it will be sent again after its lease");
+                        next_attempt_at: now + chrono_dur(wait),
+                    };
+                    (settle, "retry")
+                }
+                SendOutcome::Failed(e) => {
+                    tracing::warn!(contact = %done.contact, error = %e, "delivery failed permanently");
+                    (Settle::Failed { error: e.clone() }, "failed")
+                }
+            };
+            self.bump(done.channel_type, result, 1);
+            settles.push(settle);
+        }
+        let all: Vec<(&[i64], &Settle)> = batch
+            .iter()
+            .zip(&settles)
+            .map(|(d, s)| (d.ids.as_slice(), s))
+            .collect();
+        if let Err(e) = self.store.settle_many(&all, now) {
+            tracing::error!(error = %e, "recording delivery outcomes failed; they will be sent again after their lease");
         }
     }
 
