@@ -92,6 +92,75 @@ pub struct OncallArgs {
     /// Print the coverage for the 7 days from the start of TIME's UTC day.
     #[arg(long)]
     pub week: bool,
+    /// Ask a running coordinator instead (its schedule with overrides).
+    #[arg(long, value_name = "URL")]
+    pub coordinator: Option<url::Url>,
+    #[command(subcommand)]
+    pub action: Option<OncallAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OncallAction {
+    /// Overrides on a running coordinator: a team or person takes another
+    /// team's pages for a while (holiday swaps).
+    #[command(subcommand)]
+    Override(OverrideCmd),
+}
+
+/// Where the coordinator is and how to authenticate.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Coordinator base URL, e.g. https://varde.example.com/
+    #[arg(long, value_name = "URL")]
+    pub coordinator: url::Url,
+    /// File holding an API token (`[[api_token]]` of coordinator.toml);
+    /// default: the VARDE_API_TOKEN environment variable.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) for an https coordinator.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OverrideCmd {
+    /// Add an override; the token's name is recorded as its author.
+    Add {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The team replaced.
+        #[arg(long)]
+        team: String,
+        /// The team that takes its pages.
+        #[arg(long, value_name = "TEAM")]
+        by_team: Option<String>,
+        /// A contact that takes its pages (CHANNEL or CHANNEL:ADDRESS);
+        /// repeatable.
+        #[arg(long = "contact", value_name = "CONTACT")]
+        contacts: Vec<String>,
+        /// Start (RFC 3339); default now.
+        #[arg(long, value_name = "TIME", value_parser = crate::coordinator::silence::parse_instant)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// End (RFC 3339).
+        #[arg(long, value_name = "TIME", value_parser = crate::coordinator::silence::parse_instant, conflicts_with = "for_")]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Length, e.g. 8h or 3d (instead of --until).
+        #[arg(long = "for", id = "for_", value_name = "DURATION")]
+        for_: Option<String>,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// List overrides not over yet.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// End an override now.
+    End {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: i64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -333,6 +402,12 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn run_oncall(args: OncallArgs) -> ExitCode {
+    if let Some(OncallAction::Override(cmd)) = args.action {
+        return run_override(cmd);
+    }
+    if let Some(url) = &args.coordinator {
+        return run_oncall_remote(url, args.at);
+    }
     let dir = args.config.join("alert-rules");
     let rules = match crate::coordinator::rules::load_dir(&dir) {
         Ok(rules) => rules,
@@ -1070,6 +1145,207 @@ fn render_dns(d: &crate::check::DnsFacts) -> String {
             s
         })
         .unwrap_or_default()
+}
+
+/// Runs one API call on a small runtime; prints errors; the exit code.
+fn api_call(
+    api: &ApiArgs,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+    need_token: bool,
+) -> Result<serde_json::Value, ExitCode> {
+    let token = match &api.token_file {
+        Some(f) => match std::fs::read_to_string(f) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
+            Ok(_) => {
+                eprintln!("{}: the token file is empty", f.display());
+                return Err(ExitCode::from(EXIT_USAGE));
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", f.display());
+                return Err(ExitCode::from(EXIT_USAGE));
+            }
+        },
+        None => std::env::var("VARDE_API_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty()),
+    };
+    if need_token && token.is_none() {
+        eprintln!("an API token is needed: --token-file FILE or VARDE_API_TOKEN");
+        return Err(ExitCode::from(EXIT_USAGE));
+    }
+    let client =
+        crate::client::ApiClient::new(api.coordinator.clone(), token, api.ca_file.as_deref())
+            .map_err(|e| {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_USAGE)
+            })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start a runtime: {e}");
+            ExitCode::from(EXIT_FAILED)
+        })?;
+    match runtime.block_on(client.call(method, path, body.as_ref())) {
+        Ok((s, v)) if (200..300).contains(&s) => Ok(v),
+        Ok((s, v)) => {
+            let why = v
+                .get("error")
+                .and_then(|e| e.as_str())
+                .map_or_else(|| v.to_string(), str::to_owned);
+            eprintln!("the coordinator refused ({s}): {why}");
+            Err(ExitCode::from(if (400..500).contains(&s) {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILED
+            }))
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Err(ExitCode::from(EXIT_FAILED))
+        }
+    }
+}
+
+fn run_override(cmd: OverrideCmd) -> ExitCode {
+    match cmd {
+        OverrideCmd::Add {
+            api,
+            team,
+            by_team,
+            contacts,
+            from,
+            until,
+            for_,
+            comment,
+        } => {
+            let mut body =
+                serde_json::json!({ "team": team, "contacts": contacts, "comment": comment });
+            if let Some(b) = by_team {
+                body["by_team"] = b.into();
+            }
+            if let Some(f) = from {
+                body["starts_at"] = serde_json::json!(f);
+            }
+            match (until, for_) {
+                (Some(u), None) => body["ends_at"] = serde_json::json!(u),
+                (None, Some(d)) => body["duration"] = d.into(),
+                _ => {
+                    eprintln!("give --until TIME or --for DURATION");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+            match api_call(&api, "POST", "/api/v1/overrides", Some(body), true) {
+                Ok(v) => {
+                    println!("{}", format_override(&v["override"]));
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            }
+        }
+        OverrideCmd::List { api } => {
+            match api_call(&api, "GET", "/api/v1/overrides", None, false) {
+                Ok(v) => {
+                    let list = v["overrides"].as_array().cloned().unwrap_or_default();
+                    if list.is_empty() {
+                        println!("no overrides");
+                    }
+                    for o in &list {
+                        println!("{}", format_override(o));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            }
+        }
+        OverrideCmd::End { api, id } => {
+            match api_call(
+                &api,
+                "DELETE",
+                &format!("/api/v1/overrides/{id}"),
+                None,
+                true,
+            ) {
+                Ok(_) => {
+                    println!("override {id} ended");
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            }
+        }
+    }
+}
+
+/// `#3 emea → amer + email:bob@example.com, 2026-11-24T08:00Z – 2026-11-25T08:00Z by alice (holiday)`
+fn format_override(o: &serde_json::Value) -> String {
+    let s = |k: &str| o[k].as_str().unwrap_or("").to_owned();
+    let mut by: Vec<String> = Vec::new();
+    if let Some(t) = o["by_team"].as_str() {
+        by.push(t.to_owned());
+    }
+    for c in o["contacts"].as_array().into_iter().flatten() {
+        by.push(c.as_str().unwrap_or("").to_owned());
+    }
+    let mut line = format!(
+        "#{} {} → {}, {} – {} by {}",
+        o["id"],
+        s("team"),
+        by.join(" + "),
+        s("starts_at"),
+        s("ends_at"),
+        s("author")
+    );
+    if !s("comment").is_empty() {
+        line.push_str(&format!(" ({})", s("comment")));
+    }
+    line
+}
+
+/// `varde oncall --coordinator URL [--at TIME]`: the coordinator's answer.
+fn run_oncall_remote(url: &url::Url, at: Option<chrono::DateTime<chrono::Utc>>) -> ExitCode {
+    let api = ApiArgs {
+        coordinator: url.clone(),
+        token_file: None,
+        ca_file: None,
+    };
+    let path = match at {
+        Some(t) => format!(
+            "/api/v1/oncall?at={}",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        None => "/api/v1/oncall".to_owned(),
+    };
+    match api_call(&api, "GET", &path, None, false) {
+        Ok(v) => {
+            println!(
+                "{}: {} on duty{}",
+                v["at"].as_str().unwrap_or(""),
+                v["team"].as_str().unwrap_or("?"),
+                if v["fallback"].as_bool() == Some(true) {
+                    " (fallback: no shift covers this instant)"
+                } else {
+                    ""
+                }
+            );
+            for o in v["overrides"].as_array().into_iter().flatten() {
+                println!("  override: {}", format_override(o));
+            }
+            for c in v["contacts"].as_array().into_iter().flatten() {
+                println!("  contact: {}", c.as_str().unwrap_or(""));
+            }
+            if let Some(n) = v["next"].as_object() {
+                println!(
+                    "  next: {} at {}",
+                    n["team"].as_str().unwrap_or("?"),
+                    n["at"].as_str().unwrap_or("?")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod client;
 pub mod coordinator;
 pub mod notify;
 pub mod oncall;

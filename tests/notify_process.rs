@@ -649,6 +649,88 @@ async fn overrides_through_the_api_change_who_is_paged() {
         get_json(c.addr, "/api/v1/oncall")["contacts"],
         json!(["hooks", "email:web-oncall@example.com"])
     );
+
+    // The same through the CLI.
+    let url = format!("http://{}/", c.addr);
+    let varde = |args: &[&str], token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_varde"));
+        cmd.args(args).env_remove("VARDE_API_TOKEN");
+        if let Some(t) = token {
+            cmd.env("VARDE_API_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let add = [
+        "oncall",
+        "override",
+        "add",
+        "--coordinator",
+        &url,
+        "--team",
+        "web",
+        "--contact",
+        "email:sub@example.com",
+        "--for",
+        "2h",
+        "--comment",
+        "swap",
+    ];
+    let (code, _, err) = varde(&add, None);
+    assert_eq!(code, Some(2), "no token: {err}");
+    let (code, out, err) = varde(&add, Some(API_TOKEN));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("web → email:sub@example.com") && out.contains("by alice (swap)"),
+        "{out}"
+    );
+    let (code, out, _) = varde(&["oncall", "override", "list", "--coordinator", &url], None);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("web → email:sub@example.com"), "{out}");
+    let (code, out, _) = varde(&["oncall", "--coordinator", &url], None);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("web on duty") && out.contains("contact: email:sub@example.com"),
+        "{out}"
+    );
+    let id = get_json(c.addr, "/api/v1/overrides")["overrides"][0]["id"]
+        .as_i64()
+        .unwrap();
+    let (code, _, err) = varde(
+        &[
+            "oncall",
+            "override",
+            "add",
+            "--coordinator",
+            &url,
+            "--team",
+            "nope",
+            "--by-team",
+            "web",
+            "--for",
+            "1h",
+        ],
+        Some(API_TOKEN),
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown team"), "{err}");
+    let (code, out, _) = varde(
+        &[
+            "oncall",
+            "override",
+            "end",
+            "--coordinator",
+            &url,
+            &id.to_string(),
+        ],
+        Some(API_TOKEN),
+    );
+    assert_eq!(code, Some(0));
+    assert!(out.contains("ended"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
