@@ -539,6 +539,12 @@ fn run_validate(args: ValidateArgs) -> ExitCode {
             Err(e) => errors.extend(e.0),
         }
     }
+    let mut checks = Vec::new();
+    if let Some(dir) = &probes
+        && let Ok(cfg) = crate::probe::config::load_dir(dir)
+    {
+        checks = cfg.checks;
+    }
     if let Some(dir) = &rules {
         match crate::coordinator::rules::load_dir(dir) {
             Ok(r) => {
@@ -551,6 +557,18 @@ fn run_validate(args: ValidateArgs) -> ExitCode {
                     r.oncall.as_ref().map_or(0, |o| o.teams.len()),
                     r.files.len()
                 );
+                if !r.channels.is_empty() || !r.routes.is_empty() {
+                    println!(
+                        "{}: {} channels, {} routes, {} escalation policies: OK",
+                        dir.display(),
+                        r.channels.len(),
+                        r.routes.len(),
+                        r.policies.len()
+                    );
+                }
+                for w in unrouted(&r, &checks) {
+                    println!("warning: {w}");
+                }
                 if let Some(oncall) = &r.oncall {
                     let now = chrono::Utc::now();
                     for gap in oncall.gaps(now, now + chrono::TimeDelta::days(7)) {
@@ -1145,6 +1163,45 @@ fn render_dns(d: &crate::check::DnsFacts) -> String {
             s
         })
         .unwrap_or_default()
+}
+
+/// Rules whose notifications for some check match no route (they would be
+/// recorded as undeliverable), one line per rule.
+fn unrouted(
+    r: &crate::coordinator::rules::Rules,
+    checks: &[crate::probe::CheckDef],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in &r.rules {
+        let mut missed = Vec::new();
+        for def in checks {
+            let mut labels = crate::coordinator::engine::check_labels(def);
+            if !rule.matches(&labels) {
+                continue;
+            }
+            labels.insert("severity".into(), rule.severity.as_str().to_owned());
+            labels.insert("rule".into(), rule.name.clone());
+            labels.insert("rule_kind".into(), rule.kind.as_str().to_owned());
+            labels.insert("receiver".into(), rule.receiver.clone());
+            if !r.routes.iter().any(|route| route.matches(&labels)) {
+                missed.push(def.name.clone());
+            }
+        }
+        if !missed.is_empty() {
+            let shown: Vec<&str> = missed.iter().take(5).map(String::as_str).collect();
+            let more = if missed.len() > 5 {
+                format!(" and {} more", missed.len() - 5)
+            } else {
+                String::new()
+            };
+            out.push(format!(
+                "rule {:?}: no [[route]] matches its notifications for {}{more}; they would not be delivered",
+                rule.name,
+                shown.join(", ")
+            ));
+        }
+    }
+    out
 }
 
 /// Runs one API call on a small runtime; prints errors; the exit code.

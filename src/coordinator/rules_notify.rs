@@ -237,10 +237,24 @@ impl Loader {
                 "from",
                 "the sender, e.g. \"varde <varde@example.com>\"",
             )
-            .and_then(|v| self.non_empty(src, "from", v));
+            .and_then(|v| {
+                let s = self.non_empty(src, "from", v)?;
+                self.mailbox(src, "from", v, &s)
+            });
         let to = match t.get("to") {
             None => Vec::new(),
-            Some(v) => self.string_list(src, "to", v),
+            Some(v) => {
+                let list = self.located_list(src, "to", v);
+                list.into_iter()
+                    .filter_map(|(loc, s)| match s.parse::<lettre::message::Mailbox>() {
+                        Ok(_) => Some(s),
+                        Err(e) => {
+                            self.error(loc, format!("to: invalid address {s:?}: {e}"));
+                            None
+                        }
+                    })
+                    .collect()
+            }
         };
         let ca_file = t
             .get("ca_file")
@@ -363,6 +377,21 @@ impl Loader {
         Some(value)
     }
 
+    fn mailbox(&mut self, src: &Src<'_>, key: &str, v: &Value<'_>, s: &str) -> Option<String> {
+        match s.parse::<lettre::message::Mailbox>() {
+            Ok(_) => Some(s.to_owned()),
+            Err(e) => {
+                self.error(
+                    src.loc(&v.span()),
+                    format!(
+                        "{key}: invalid address {s:?}: {e} (e.g. \"varde <varde@example.com>\")"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     fn http_url(&mut self, src: &Src<'_>, key: &str, v: &Value<'_>) -> Option<String> {
         let s = self.non_empty(src, key, v)?;
         match url::Url::parse(&s) {
@@ -377,24 +406,7 @@ impl Loader {
         }
     }
 
-    fn string_list(&mut self, src: &Src<'_>, key: &str, v: &Value<'_>) -> Vec<String> {
-        let DeValue::Array(items) = v.get_ref() else {
-            self.error(
-                src.loc(&v.span()),
-                format!(
-                    "{key}: expected an array of strings, found {}",
-                    type_name(v.get_ref())
-                ),
-            );
-            return Vec::new();
-        };
-        items
-            .iter()
-            .filter_map(|item| self.non_empty(src, key, item))
-            .collect()
-    }
-
-    /// Like [`Loader::string_list`], remembering where each was written.
+    /// A list of non-empty strings, with where each was written.
     fn located_list(&mut self, src: &Src<'_>, key: &str, v: &Value<'_>) -> Vec<(Loc, String)> {
         let DeValue::Array(items) = v.get_ref() else {
             self.error(
@@ -595,10 +607,28 @@ impl Loader {
     /// Checks every reference against what was defined, once all files are
     /// read.
     pub(super) fn finish_refs(&mut self, teams: &[String]) {
-        let channels: Vec<(String, bool)> = self
+        // Every channel written, even one with errors of its own (so its
+        // references are not reported too); whether it takes an address is
+        // known for the valid ones.
+        let mut channels: Vec<(String, bool)> = self
+            .names
+            .keys()
+            .filter(|(kind, _)| *kind == "channel")
+            .map(|(_, n)| {
+                let addr = self
+                    .channels
+                    .iter()
+                    .find(|(_, c)| c.name == *n)
+                    .is_none_or(|(_, c)| c.kind.takes_address());
+                (n.clone(), addr)
+            })
+            .collect();
+        channels.sort();
+        let email_channels: Vec<String> = self
             .channels
             .iter()
-            .map(|(_, c)| (c.name.clone(), c.kind.takes_address()))
+            .filter(|(_, c)| matches!(c.kind, ChannelKind::Email(_)))
+            .map(|(_, c)| c.name.clone())
             .collect();
         let policies: Vec<String> = self.policies.iter().map(|p| p.name.clone()).collect();
         let channel_list = || {
@@ -635,7 +665,17 @@ impl Loader {
                                 c.channel, c.channel
                             ),
                         ),
-                        Some(_) => {}
+                        Some(_) => {
+                            if let Some(addr) = &c.address
+                                && email_channels.contains(&c.channel)
+                                && let Err(e) = addr.parse::<lettre::Address>()
+                            {
+                                self.error(
+                                    at,
+                                    format!("contact {s:?}: invalid email address {addr:?}: {e}"),
+                                );
+                            }
+                        }
                     }
                 }
                 Ref::Channel(at, s) => {
@@ -647,7 +687,12 @@ impl Loader {
                     }
                 }
                 Ref::Team(at, s) => {
-                    if !teams.contains(&s) {
+                    if teams.is_empty() {
+                        self.error(
+                            at,
+                            format!("teams: unknown team {s:?} (no [[team]] is defined)"),
+                        );
+                    } else if !teams.contains(&s) {
                         self.error(at, format!("teams: {}", super::unknown_team(&s, teams)));
                     }
                 }
