@@ -2,9 +2,12 @@
 //! and who gets them, and when they are held back (silences and maintenance
 //! windows). Loaded and validated up front, like `probes/*.toml`: every
 //! problem is reported at once as `file:line:column: message`. A file holds
-//! any mix of `[[rule]]`, `[[silence]]`, `[[maintenance]]` and `[[team]]`
-//! tables and the `[oncall]` table; any other top-level key, or a key a
-//! table does not take, is an error.
+//! any mix of `[[rule]]`, `[[silence]]`, `[[maintenance]]`, `[[team]]`,
+//! `[[channel]]`, `[[route]]` and `[[policy]]` tables and the `[oncall]`
+//! table; any other top-level key, or a key a table does not take, is an
+//! error. Channels, routes and policies are read in `rules_notify.rs`
+//! (their semantics: [`crate::notify`]; a commented reference:
+//! `alert-rules/channels.toml`).
 //!
 //! ```toml
 //! [[rule]]

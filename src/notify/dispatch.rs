@@ -269,6 +269,7 @@ impl Dispatcher {
     /// step is tried again a second later.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut config_open = true;
         loop {
             let now = (self.clock)();
             let next = match self.step(now) {
@@ -287,7 +288,10 @@ impl Dispatcher {
                 _ = &mut shutdown => break,
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
-                _ = self.config.changed() => {}
+                r = self.config.changed(), if config_open => {
+                    // The sender is gone (shutting down): stop watching.
+                    config_open = r.is_ok();
+                }
                 Some(done) = self.done_rx.recv() => {
                     let mut batch = vec![done];
                     while let Ok(done) = self.done_rx.try_recv() {
