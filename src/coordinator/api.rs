@@ -770,6 +770,28 @@ async fn list_silences(State(s): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
+/// The end of a window given as `ends_at` or as a `duration` (humantime)
+/// from `starts_at`: exactly one of them.
+fn window_end(
+    starts_at: DateTime<Utc>,
+    ends_at: Option<DateTime<Utc>>,
+    duration: Option<&str>,
+) -> Result<DateTime<Utc>, String> {
+    match (ends_at, duration) {
+        (Some(e), None) => Ok(e),
+        (None, Some(d)) => {
+            let d = humantime::parse_duration(d)
+                .ok()
+                .and_then(|d| chrono::TimeDelta::from_std(d).ok())
+                .ok_or_else(|| format!("invalid duration {d:?} (e.g. \"2h\")"))?;
+            starts_at
+                .checked_add_signed(d)
+                .ok_or_else(|| "duration is too long".to_owned())
+        }
+        _ => Err("give exactly one of ends_at or duration".to_owned()),
+    }
+}
+
 async fn add_silence(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let cred = match api_auth(&s, &headers) {
         Ok(c) => c,
@@ -781,29 +803,9 @@ async fn add_silence(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     };
     let now = Utc::now();
     let starts_at = n.starts_at.unwrap_or(now);
-    let ends_at = match (n.ends_at, n.duration.as_deref()) {
-        (Some(e), None) => e,
-        (None, Some(d)) => match humantime::parse_duration(d)
-            .ok()
-            .and_then(|d| chrono::TimeDelta::from_std(d).ok())
-        {
-            Some(d) => match starts_at.checked_add_signed(d) {
-                Some(t) => t,
-                None => return error(StatusCode::BAD_REQUEST, "duration is too long"),
-            },
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid duration {d:?} (e.g. \"2h\")"),
-                );
-            }
-        },
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "give exactly one of ends_at or duration",
-            );
-        }
+    let ends_at = match window_end(starts_at, n.ends_at, n.duration.as_deref()) {
+        Ok(t) => t,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let s2 = s.clone();
     match blocking(move || {

@@ -215,19 +215,7 @@ fn validate_override(
         }
     }
     let starts_at = n.starts_at.unwrap_or(now);
-    let ends_at = match (n.ends_at, n.duration.as_deref()) {
-        (Some(e), None) => e,
-        (None, Some(d)) => {
-            let d = humantime::parse_duration(d)
-                .ok()
-                .and_then(|d| chrono::TimeDelta::from_std(d).ok())
-                .ok_or_else(|| format!("duration: invalid duration {d:?} (e.g. \"8h\")"))?;
-            starts_at
-                .checked_add_signed(d)
-                .ok_or("duration: too long")?
-        }
-        _ => return Err("give exactly one of ends_at or duration".into()),
-    };
+    let ends_at = super::window_end(starts_at, n.ends_at, n.duration.as_deref())?;
     if ends_at <= starts_at {
         return Err("ends_at must be after starts_at".into());
     }
