@@ -129,6 +129,11 @@ phase() {
     "$CLIENT" get --url "http://$addr/metrics" --wait-secs 5 >"$d/metrics.txt" ||
         log "$name: could not scrape /metrics"
     kill "$coord" 2>/dev/null || true
+    for _ in $(seq 100); do # up to about 10 s for a graceful stop
+        kill -0 "$coord" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$coord" 2>/dev/null || true
     wait "$coord" 2>/dev/null || true
 }
 
@@ -179,7 +184,8 @@ def receiver(p, name, expected_checks, mif):
         checks[r["check"]] = checks.get(r["check"], 0) + 1
     tag = f"{p}/{name}"
     if not s.get("complete"):
-        problems.append(f"{tag}: incomplete ({s.get('distinct_keys', 0)} of {expected_checks} keys)")
+        problems.append(f"{tag}: not complete within MAX_WAIT ({s.get('distinct_keys', 0)} of "
+                        f"{expected_checks} keys, then 2 s without a request)")
     if s.get("duplicates"):
         problems.append(f"{tag}: {s['duplicates']} duplicate Idempotency-Key(s)")
     if s.get("bad_signatures"):
@@ -204,7 +210,6 @@ print(f"varde {rev}; {cpus} CPUs; raw results in {d}")
 rows = []
 for p in phases:
     pushes = jsonl(f"{d}/{p}/pushes.jsonl")
-    push = json.loads(open(f"{d}/{p}/push.json").read() or "{}")
     posted = {r["check"]: r["posted_us"] for r in pushes}
     c0, c1, t0, hwm, mif = proc(p)
     n = len(pushes)
