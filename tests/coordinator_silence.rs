@@ -863,7 +863,7 @@ fn unknown_top_level_tables_list_every_kind_and_a_single_table_asks_for_the_arra
     let e = one_error("[[silences]]\nauthor = \"a\"\n");
     assert_eq!(
         e,
-        "maintenance.toml:1:3: unknown field `silences`, expected one of `rule`, `silence`, `maintenance`, `team`, `oncall`"
+        "maintenance.toml:1:3: unknown field `silences`, expected one of `rule`, `silence`, `maintenance`, `team`, `channel`, `route`, `policy`, `oncall`"
     );
     let e = one_error(&MAINTENANCE.replace("[[maintenance]]", "[maintenance]"));
     assert_eq!(

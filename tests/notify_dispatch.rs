@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use results::result;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use varde::coordinator::config::{CoordinatorConfig, Settings};
 use varde::coordinator::engine::Engine;
 use varde::coordinator::rules;
 use varde::coordinator::store::SqliteStore;
 use varde::notify::dispatch::{
-    DeliveryMetrics, Dispatcher, NotifyConfig, SendFuture, Transport, tokio_clock,
+    DeliveryMetrics, Dispatcher, NotifyConfig, SendFuture, Transport, Wake, tokio_clock,
 };
 use varde::notify::route::{Contact, Override};
 use varde::notify::{MessageKind, Outgoing, SendOutcome};
@@ -203,7 +203,7 @@ struct H {
     engine: Engine,
     store: Arc<SqliteStore>,
     rec: Arc<Recorder>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     clock: varde::notify::dispatch::Clock,
     cfg_tx: watch::Sender<Arc<NotifyConfig>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -253,7 +253,7 @@ impl H {
             engine,
             store,
             rec,
-            wake: Arc::new(Notify::new()),
+            wake: Arc::new(Wake::default()),
             clock,
             cfg_tx,
             stop: None,
@@ -315,7 +315,7 @@ impl H {
             };
             self.engine.ingest(&batch, now).unwrap();
         }
-        self.wake.notify_one();
+        self.wake.poke();
     }
 
     /// Fails `check` in every region twice, 30 s apart: it fires at the
@@ -415,7 +415,7 @@ async fn a_page_escalates_repeats_and_stops_on_acknowledge_at_exact_times() {
     h.engine
         .acknowledge(id, "alice", "looking", h.now())
         .unwrap();
-    h.wake.notify_one();
+    h.wake.incident_changed();
     h.settle().await;
     let acked = h.now();
     tokio::time::sleep(Duration::from_secs(60 * 60)).await;

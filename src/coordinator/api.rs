@@ -696,7 +696,7 @@ async fn incident_action(
     .await;
     match r {
         Ok(Ok(())) => {
-            s.wake_delivery();
+            s.incident_changed();
             let store = s.store.clone();
             match blocking(move || store.incident(id)).await {
                 Ok(Ok(Some(d))) => axum::Json(json!({ "incident": d.incident })).into_response(),

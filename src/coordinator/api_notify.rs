@@ -382,7 +382,7 @@ pub(super) async fn link_post(
                 action = action.as_str(),
                 "incident changed by a signed link"
             );
-            s.wake_delivery();
+            s.incident_changed();
             page(StatusCode::OK, links::done_page(id, action, &title, None))
         }
         Ok(Err(ActionError::NotFound(_))) => page(

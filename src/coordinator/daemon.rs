@@ -106,7 +106,7 @@ pub struct Shared {
     pub ingest: Mutex<Option<tokio::sync::mpsc::Sender<api::IngestJob>>>,
     /// Wakes the delivery worker after a change that may have queued a
     /// notification (ingest, tick, acknowledge, resolve).
-    pub delivery_wake: Arc<tokio::sync::Notify>,
+    pub delivery_wake: Arc<dispatch::Wake>,
     pub delivery_metrics: DeliveryMetrics,
     /// What the delivery worker works from; replaced on reload.
     pub delivery_config: tokio::sync::watch::Sender<Arc<NotifyConfig>>,
@@ -133,7 +133,13 @@ impl Shared {
 
     /// Tells the delivery worker to look for new notifications now.
     pub fn wake_delivery(&self) {
-        self.delivery_wake.notify_one();
+        self.delivery_wake.poke();
+    }
+
+    /// Tells the delivery worker an incident was acknowledged or resolved
+    /// by hand (escalation stops, PagerDuty hears the acknowledgement).
+    pub fn incident_changed(&self) {
+        self.delivery_wake.incident_changed();
     }
 
     pub fn config(&self) -> Arc<CoordinatorConfig> {
@@ -203,7 +209,7 @@ pub async fn serve(
         rates: Mutex::new(HashMap::new()),
         started: Instant::now(),
         ingest: Mutex::new(Some(ingest_tx)),
-        delivery_wake: Arc::new(tokio::sync::Notify::new()),
+        delivery_wake: Arc::new(dispatch::Wake::default()),
         delivery_metrics: DeliveryMetrics::default(),
         delivery_config,
         links,

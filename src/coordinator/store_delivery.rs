@@ -39,6 +39,7 @@ CREATE TABLE deliveries (
     CHECK ((state = 'delivered') = (delivered_at IS NOT NULL))
 ) STRICT;
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX deliveries_pending_by_contact ON deliveries (contact, id) WHERE state = 'pending';
 CREATE INDEX deliveries_by_incident ON deliveries (incident_id);
 CREATE INDEX deliveries_by_outbox ON deliveries (outbox_id);
 
@@ -53,6 +54,7 @@ CREATE TABLE escalations (
     payload     TEXT    NOT NULL,
     labels      TEXT    NOT NULL
 ) STRICT;
+CREATE INDEX escalations_next ON escalations (next_at) WHERE next_at IS NOT NULL;
 
 CREATE TABLE overrides (
     id          INTEGER PRIMARY KEY,
@@ -122,12 +124,12 @@ pub struct EscalationRow {
 }
 
 /// How an intent was routed.
-pub struct Routing<'a> {
+pub struct Routing {
     pub outbox_id: i64,
     pub incident_id: i64,
-    pub deliveries: &'a [NewDelivery],
+    pub deliveries: Vec<NewDelivery>,
     /// Start (or replace) the incident's escalation timer.
-    pub escalation: Option<&'a EscalationRow>,
+    pub escalation: Option<EscalationRow>,
     /// Supersede the incident's pending firing/repeat/escalation/flapping
     /// deliveries and drop its timer (a resolve).
     pub resolve: bool,
@@ -180,101 +182,44 @@ impl SqliteStore {
     }
 
     /// Records how an intent was routed, in one transaction.
-    pub fn route_intent(&self, r: &Routing<'_>, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    pub fn route_intent(&self, r: &Routing, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.route_intents(std::slice::from_ref(r), now)
+    }
+
+    /// [`SqliteStore::route_intent`] for several intents, in one
+    /// transaction (in order).
+    pub fn route_intents(&self, all: &[Routing], now: DateTime<Utc>) -> Result<usize, StoreError> {
         self.transaction(|txn| {
-            let tx = &txn.tx;
-            if r.resolve {
-                let touched: Vec<i64> = tx
-                    .prepare_cached(&format!(
-                        "SELECT DISTINCT outbox_id FROM deliveries
-                         WHERE incident_id = ?1 AND state = 'pending' AND kind IN {FIRING_KINDS}
-                             AND outbox_id IS NOT NULL"
-                    ))?
-                    .query_map([r.incident_id], |row| row.get::<_, i64>(0))?
-                    .collect::<Result<_, _>>()?;
-                tx.prepare_cached(&format!(
-                    "UPDATE deliveries SET state = 'superseded',
-                         last_error = 'incident resolved before delivery'
-                     WHERE incident_id = ?1 AND state = 'pending' AND kind IN {FIRING_KINDS}"
-                ))?
-                .execute([r.incident_id])?;
-                tx.prepare_cached("DELETE FROM escalations WHERE incident_id = ?1")?
-                    .execute([r.incident_id])?;
-                settle_intents(tx, &touched, now)?;
+            let mut total = 0;
+            for r in all {
+                total += route_in(&txn.tx, r, now)?;
             }
-            let mut n = 0;
-            for d in r.deliveries {
-                n += tx
-                    .prepare_cached(
-                        "INSERT INTO deliveries (outbox_id, incident_id, kind, level, contact,
-                             idempotency_key, payload, created_at, expires_at, next_attempt_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                         ON CONFLICT (idempotency_key) DO NOTHING",
-                    )?
-                    .execute(params![
-                        r.outbox_id,
-                        r.incident_id,
-                        d.kind,
-                        d.level,
-                        d.contact,
-                        d.idempotency_key,
-                        json_text("delivery payload", &d.payload)?,
-                        ts(now),
-                        ts(d.expires_at),
-                        ts(d.next_attempt_at),
-                    ])?;
-            }
-            if let Some(e) = r.escalation {
-                tx.prepare_cached(
-                    "INSERT INTO escalations (incident_id, policy, level, repeats, next_at, payload, labels)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (incident_id) DO UPDATE SET policy = excluded.policy,
-                         level = excluded.level, repeats = excluded.repeats,
-                         next_at = excluded.next_at, payload = excluded.payload,
-                         labels = excluded.labels",
-                )?
-                .execute(params![
-                    e.incident_id,
-                    e.policy,
-                    e.level,
-                    e.repeats,
-                    e.next_at.map(ts),
-                    json_text("escalation payload", &e.payload)?,
-                    json_text("escalation labels", &e.labels)?,
-                ])?;
-            }
-            match &r.settle {
-                Some((state, why)) => {
-                    tx.prepare_cached(
-                        "UPDATE outbox SET routed_at = ?2, state = ?3, last_error = ?4 WHERE id = ?1",
-                    )?
-                    .execute(params![r.outbox_id, ts(now), state, why])?;
-                }
-                None => {
-                    tx.prepare_cached("UPDATE outbox SET routed_at = ?2 WHERE id = ?1")?
-                        .execute(params![r.outbox_id, ts(now)])?;
-                    if n == 0 {
-                        // Every delivery already existed (a replay): the
-                        // intent is as settled as they are.
-                        settle_intents(tx, &[r.outbox_id], now)?;
-                    }
-                }
-            }
-            Ok(n)
+            Ok(total)
         })
     }
 
     /// Escalation timers due at `now` (or with an incident no longer
     /// firing), with their incidents' state.
-    pub fn escalations_due(&self, now: DateTime<Utc>) -> Result<Vec<EscalationRow>, StoreError> {
+    pub fn escalations_due(
+        &self,
+        now: DateTime<Utc>,
+        with_state_changes: bool,
+    ) -> Result<Vec<EscalationRow>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
+        // The time-due query uses escalations_next; the state scan reads
+        // every timer, so callers run it sparingly.
+        let filter = if with_state_changes {
+            "i.state != 'firing' OR (e.next_at IS NOT NULL AND e.next_at <= ?1)"
+        } else {
+            "e.next_at IS NOT NULL AND e.next_at <= ?1"
+        };
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT e.incident_id, e.policy, e.level, e.repeats, e.next_at, e.payload, e.labels,
                  i.state, i.acknowledged_by
              FROM escalations e JOIN incidents i ON i.id = e.incident_id
-             WHERE i.state != 'firing' OR (e.next_at IS NOT NULL AND e.next_at <= ?1)
-             ORDER BY e.incident_id",
-        )?;
+             WHERE {filter}
+             ORDER BY e.incident_id"
+        ))?;
         let raw = stmt
             .query_map([ts(now)], |r| {
                 Ok((
@@ -631,6 +576,92 @@ impl SqliteStore {
             Ok(n == 1)
         })
     }
+}
+
+/// Writes one intent's routing inside `tx`.
+fn route_in(
+    tx: &rusqlite::Transaction<'_>,
+    r: &Routing,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    if r.resolve {
+        let touched: Vec<i64> = tx
+            .prepare_cached(&format!(
+                "SELECT DISTINCT outbox_id FROM deliveries
+                 WHERE incident_id = ?1 AND state = 'pending' AND kind IN {FIRING_KINDS}
+                     AND outbox_id IS NOT NULL"
+            ))?
+            .query_map([r.incident_id], |row| row.get::<_, i64>(0))?
+            .collect::<Result<_, _>>()?;
+        tx.prepare_cached(&format!(
+            "UPDATE deliveries SET state = 'superseded',
+                 last_error = 'incident resolved before delivery'
+             WHERE incident_id = ?1 AND state = 'pending' AND kind IN {FIRING_KINDS}"
+        ))?
+        .execute([r.incident_id])?;
+        tx.prepare_cached("DELETE FROM escalations WHERE incident_id = ?1")?
+            .execute([r.incident_id])?;
+        settle_intents(tx, &touched, now)?;
+    }
+    let mut n = 0;
+    for d in &r.deliveries {
+        n += tx
+            .prepare_cached(
+                "INSERT INTO deliveries (outbox_id, incident_id, kind, level, contact,
+                     idempotency_key, payload, created_at, expires_at, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (idempotency_key) DO NOTHING",
+            )?
+            .execute(params![
+                r.outbox_id,
+                r.incident_id,
+                d.kind,
+                d.level,
+                d.contact,
+                d.idempotency_key,
+                json_text("delivery payload", &d.payload)?,
+                ts(now),
+                ts(d.expires_at),
+                ts(d.next_attempt_at),
+            ])?;
+    }
+    if let Some(e) = &r.escalation {
+        tx.prepare_cached(
+            "INSERT INTO escalations (incident_id, policy, level, repeats, next_at, payload, labels)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (incident_id) DO UPDATE SET policy = excluded.policy,
+                 level = excluded.level, repeats = excluded.repeats,
+                 next_at = excluded.next_at, payload = excluded.payload,
+                 labels = excluded.labels",
+        )?
+        .execute(params![
+            e.incident_id,
+            e.policy,
+            e.level,
+            e.repeats,
+            e.next_at.map(ts),
+            json_text("escalation payload", &e.payload)?,
+            json_text("escalation labels", &e.labels)?,
+        ])?;
+    }
+    match &r.settle {
+        Some((state, why)) => {
+            tx.prepare_cached(
+                "UPDATE outbox SET routed_at = ?2, state = ?3, last_error = ?4 WHERE id = ?1",
+            )?
+            .execute(params![r.outbox_id, ts(now), state, why])?;
+        }
+        None => {
+            tx.prepare_cached("UPDATE outbox SET routed_at = ?2 WHERE id = ?1")?
+                .execute(params![r.outbox_id, ts(now)])?;
+            if n == 0 {
+                // Every delivery already existed (a replay): the
+                // intent is as settled as they are.
+                settle_intents(tx, &[r.outbox_id], now)?;
+            }
+        }
+    }
+    Ok(n)
 }
 
 /// Settles intents whose deliveries are all settled: delivered if any was

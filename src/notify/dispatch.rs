@@ -47,6 +47,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -68,6 +69,11 @@ use crate::oncall::OnCall;
 
 /// Messages being sent at once, over all contacts.
 pub const MAX_SENDS: usize = 64;
+/// How often escalation timers are checked for incidents acknowledged or
+/// resolved when nobody said so (due timers are handled at once).
+const STATE_SCAN: Duration = Duration::from_secs(30);
+/// Intents routed per step (one transaction).
+const ROUTE_PAGE: usize = 100;
 /// Items in one digest message.
 pub const MAX_DIGEST: usize = 50;
 /// First retry wait; doubles per attempt.
@@ -128,6 +134,27 @@ impl Transport for Channels {
                 None => SendOutcome::Failed(format!("no channel {:?}", contact.channel)),
             }
         })
+    }
+}
+
+/// How the coordinator wakes the delivery worker.
+#[derive(Debug, Default)]
+pub struct Wake {
+    notify: Notify,
+    changed: AtomicBool,
+}
+
+impl Wake {
+    /// New notifications may be queued (after an ingest or a tick).
+    pub fn poke(&self) {
+        self.notify.notify_one();
+    }
+
+    /// An incident was acknowledged or resolved by hand: look at the
+    /// escalation timers now.
+    pub fn incident_changed(&self) {
+        self.changed.store(true, Ordering::Release);
+        self.notify.notify_one();
     }
 }
 
@@ -222,7 +249,7 @@ pub struct Dispatcher {
     config: watch::Receiver<Arc<NotifyConfig>>,
     overrides: Vec<Override>,
     clock: Clock,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     metrics: DeliveryMetrics,
     /// Contact → messages in flight.
     in_flight: HashMap<String, usize>,
@@ -236,6 +263,7 @@ pub struct Dispatcher {
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     jitter: std::collections::hash_map::RandomState,
+    last_state_scan: Option<tokio::time::Instant>,
 }
 
 impl Dispatcher {
@@ -243,7 +271,7 @@ impl Dispatcher {
         store: Arc<SqliteStore>,
         config: watch::Receiver<Arc<NotifyConfig>>,
         clock: Clock,
-        wake: Arc<Notify>,
+        wake: Arc<Wake>,
         metrics: DeliveryMetrics,
     ) -> Dispatcher {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -262,6 +290,7 @@ impl Dispatcher {
             done_tx,
             done_rx,
             jitter: Default::default(),
+            last_state_scan: None,
         }
     }
 
@@ -286,7 +315,7 @@ impl Dispatcher {
                 .min(IDLE);
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = self.wake.notified() => {}
+                _ = self.wake.notify.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
                 r = self.config.changed(), if config_open => {
                     // The sender is gone (shutting down): stop watching.
@@ -319,9 +348,22 @@ impl Dispatcher {
     fn step(&mut self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.overrides = self.store.overrides(now)?;
         let cfg = self.config.borrow().clone();
-        self.route_new(&cfg, now)?;
-        self.escalate(&cfg, now)?;
+        let more = self.route_new(&cfg, now)?;
+        // Incidents acknowledged or resolved by hand: looked for when told
+        // ([`Wake::incident_changed`]) and every STATE_SCAN as a safety net
+        // (the scan reads every timer); due timers always.
+        let scan = self.wake.changed.swap(false, Ordering::AcqRel)
+            || self
+                .last_state_scan
+                .is_none_or(|t| t.elapsed() >= STATE_SCAN);
+        if scan {
+            self.last_state_scan = Some(tokio::time::Instant::now());
+        }
+        self.escalate(&cfg, now, scan)?;
         self.deliver(&cfg, now)?;
+        if more {
+            return Ok(Some(now));
+        }
         let mut next = self.store.next_delivery_at(now)?;
         if let Some(e) = self.store.next_escalation_at()? {
             next = Some(next.map_or(e, |n| n.min(e)));
@@ -340,16 +382,32 @@ impl Dispatcher {
 
     // === 1. routing ===
 
-    fn route_new(&mut self, cfg: &NotifyConfig, now: DateTime<Utc>) -> Result<(), StoreError> {
-        loop {
-            let intents = self.store.unrouted(100)?;
-            if intents.is_empty() {
-                return Ok(());
+    /// Routes up to [`ROUTE_PAGE`] intents, in one transaction (two when
+    /// an incident has two intents in the page: the second must see the
+    /// first's deliveries). Returns whether more are waiting.
+    fn route_new(&mut self, cfg: &NotifyConfig, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let intents = self.store.unrouted(ROUTE_PAGE)?;
+        let mut batch: Vec<Routing> = Vec::new();
+        let mut in_batch = HashSet::new();
+        for intent in &intents {
+            if !in_batch.insert(intent.incident_id) {
+                self.store.route_intents(&batch, now)?;
+                for r in &batch {
+                    self.count_queued(&r.deliveries);
+                }
+                batch.clear();
+                in_batch.clear();
+                in_batch.insert(intent.incident_id);
             }
-            for intent in intents {
-                self.route_one(cfg, &intent, now)?;
-            }
+            batch.push(self.route_one(cfg, intent, now)?);
         }
+        if !batch.is_empty() {
+            self.store.route_intents(&batch, now)?;
+        }
+        for r in &batch {
+            self.count_queued(&r.deliveries);
+        }
+        Ok(intents.len() == ROUTE_PAGE)
     }
 
     fn route_one(
@@ -357,7 +415,7 @@ impl Dispatcher {
         cfg: &NotifyConfig,
         intent: &OutboxRow,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Routing, StoreError> {
         let labels = route_labels(&intent.payload);
         let kind = MessageKind::parse(&intent.kind).unwrap_or(MessageKind::Firing);
         let router = self.router(cfg);
@@ -365,7 +423,7 @@ impl Dispatcher {
         let mut routing = Routing {
             outbox_id: intent.id,
             incident_id: intent.incident_id,
-            deliveries: &[],
+            deliveries: Vec::new(),
             escalation: None,
             resolve: kind == MessageKind::Resolved,
             settle: None,
@@ -450,18 +508,9 @@ impl Dispatcher {
             }
             routing.settle = Some(why);
         }
-        routing.deliveries = &deliveries;
-        routing.escalation = escalation.as_ref().filter(|_| !deliveries.is_empty());
-        self.store.route_intent(&routing, now)?;
-        for d in &deliveries {
-            self.metrics
-                .queued
-                .get_or_create(&KindLabel {
-                    kind: d.kind.to_owned(),
-                })
-                .inc();
-        }
-        Ok(())
+        routing.escalation = escalation.filter(|_| !deliveries.is_empty());
+        routing.deliveries = deliveries;
+        Ok(routing)
     }
 
     /// A delivery for target `t`, or `None` when its channel is gone.
@@ -519,8 +568,13 @@ impl Dispatcher {
 
     // === 2. escalation ===
 
-    fn escalate(&mut self, cfg: &NotifyConfig, now: DateTime<Utc>) -> Result<(), StoreError> {
-        for mut e in self.store.escalations_due(now)? {
+    fn escalate(
+        &mut self,
+        cfg: &NotifyConfig,
+        now: DateTime<Utc>,
+        scan: bool,
+    ) -> Result<(), StoreError> {
+        for mut e in self.store.escalations_due(now, scan)? {
             match e.incident_state.as_str() {
                 "firing" => {}
                 "acknowledged" => {
@@ -671,7 +725,9 @@ impl Dispatcher {
             let digest = spec.kind.groups() && !spec.group_wait.is_zero();
             let take = if digest { MAX_DIGEST } else { 1 };
             let free = spec.max_in_flight - in_flight;
-            let rows = self.store.due_for(&contact_s, now, free * take + 64)?;
+            // Enough to fill the free slots past incidents already in flight.
+            let busy = self.busy.iter().filter(|(c, _)| *c == contact_s).count();
+            let rows = self.store.due_for(&contact_s, now, free * take + busy)?;
             // One row per incident at a time, in queue order.
             let mut seen = HashSet::new();
             let ready: Vec<DeliveryRow> = rows
