@@ -117,13 +117,10 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
-    /// What to ask (http or https).
-    #[arg(
-        long,
-        value_name = "URL",
-        default_value = "http://127.0.0.1:9480/healthz"
-    )]
-    pub url: url::Url,
+    /// What to ask (http or https); default: $VARDE_HEALTHCHECK_URL, else
+    /// the coordinator's http://127.0.0.1:9480/healthz (a probe's is on 9490).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<url::Url>,
     /// How long to wait for the answer.
     #[arg(long, value_parser = parse_duration, default_value = "3s")]
     pub timeout: Duration,
@@ -477,13 +474,32 @@ fn run_up(args: UpArgs) -> ExitCode {
     }
 }
 
+/// What `varde healthcheck` asks by default: the coordinator on its default port.
+const DEFAULT_HEALTHCHECK_URL: &str = "http://127.0.0.1:9480/healthz";
+
 fn run_healthcheck(args: HealthcheckArgs) -> ExitCode {
     let fail = |why: String| {
         eprintln!("unhealthy: {why}");
         ExitCode::from(EXIT_FAILED)
     };
-    let Ok(base) = args.url.join("/") else {
-        return fail(format!("{}: not a base URL", args.url));
+    let url = match args.url {
+        Some(u) => u,
+        None => {
+            let raw = std::env::var("VARDE_HEALTHCHECK_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_HEALTHCHECK_URL.to_owned());
+            match url::Url::parse(raw.trim()) {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("VARDE_HEALTHCHECK_URL {raw:?}: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+        }
+    };
+    let Ok(base) = url.join("/") else {
+        return fail(format!("{url}: not a base URL"));
     };
     let client = match crate::client::ApiClient::new(base, None, None) {
         Ok(c) => c,
@@ -496,8 +512,8 @@ fn run_healthcheck(args: HealthcheckArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start a runtime: {e}")),
     };
-    let mut path = args.url.path().to_owned();
-    if let Some(q) = args.url.query() {
+    let mut path = url.path().to_owned();
+    if let Some(q) = url.query() {
         path.push('?');
         path.push_str(q);
     }
@@ -506,11 +522,10 @@ fn run_healthcheck(args: HealthcheckArgs) -> ExitCode {
     });
     match asked {
         Ok(Ok((status, _))) if (200..300).contains(&status) => ExitCode::SUCCESS,
-        Ok(Ok((status, _))) => fail(format!("{} answered {status}", args.url)),
+        Ok(Ok((status, _))) => fail(format!("{url} answered {status}")),
         Ok(Err(e)) => fail(e),
         Err(_) => fail(format!(
-            "{} did not answer within {}",
-            args.url,
+            "{url} did not answer within {}",
             humantime::format_duration(args.timeout)
         )),
     }

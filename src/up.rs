@@ -95,6 +95,8 @@ pub async fn run(
     opts: UpOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), UpError> {
+    // A bad config fails here, with every error, before anything starts.
+    crate::coordinator::config::load(&opts.config_dir).map_err(coordinator::StartError::from)?;
     let token = load_or_create_token(&opts.data_dir.join(TOKEN_FILE)).map_err(|e| UpError::Io {
         what: format!(
             "cannot read or create the local probe token {}",

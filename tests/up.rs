@@ -387,6 +387,16 @@ fn healthcheck_exits_0_on_2xx_and_1_when_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The image sets no --url: a probe container names its port by env.
+    let out = Command::new(env!("CARGO_BIN_EXE_varde"))
+        .arg("healthcheck")
+        .env(
+            "VARDE_HEALTHCHECK_URL",
+            format!("http://127.0.0.1:{ok}/healthz"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
     let refused = free_port();
     let started = Instant::now();
     let out = run(format!("http://127.0.0.1:{refused}/healthz"));
