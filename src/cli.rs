@@ -78,6 +78,52 @@ pub enum Command {
     /// [oncall]). Exit status: 0 shown, 2 bad usage or configuration.
     #[command(verbatim_doc_comment)]
     Oncall(OncallArgs),
+    /// Start a coordinator, one local probe (region `local`) and a small demo
+    /// target in this process: the repository's probes/ and alert-rules/, a
+    /// SQLite store under --data-dir, notifications on the console (stdout).
+    ///
+    /// The local probe's token is made once and kept in DATA_DIR/up/probe.token
+    /// (mode 0600); no coordinator.toml is needed. Ctrl-C or SIGTERM stops
+    /// everything cleanly; starting again resumes from DATA_DIR.
+    #[command(verbatim_doc_comment)]
+    Up(UpArgs),
+    /// Exit 0 when URL answers 2xx within 3 seconds, else 1: the container
+    /// image's HEALTHCHECK (it has no curl).
+    #[command(verbatim_doc_comment)]
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Directory holding probes/ and alert-rules/.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub config: PathBuf,
+    /// Where the store, the probe's spool and the local token live.
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// The coordinator's address (API, /metrics, /healthz).
+    #[arg(long, default_value = "127.0.0.1:9480")]
+    pub listen: std::net::SocketAddr,
+    /// The probe's address (/metrics, /probe, /healthz).
+    #[arg(long, default_value = "127.0.0.1:9490")]
+    pub probe_listen: std::net::SocketAddr,
+    /// The demo target's address (`/` answers 200, `/status/NNN` answers NNN).
+    #[arg(long, default_value = "127.0.0.1:9499", conflicts_with = "no_demo")]
+    pub demo_listen: std::net::SocketAddr,
+    /// Start no demo target.
+    #[arg(long)]
+    pub no_demo: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// What to ask (http or https); default: $VARDE_HEALTHCHECK_URL, else
+    /// the coordinator's http://127.0.0.1:9480/healthz (a probe's is on 9490).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<url::Url>,
+    /// How long to wait for the answer.
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -398,6 +444,90 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Coordinator(args) => run_coordinator(args),
         Command::Validate(args) => run_validate(args),
         Command::Oncall(args) => run_oncall(args),
+        Command::Up(args) => run_up(args),
+        Command::Healthcheck(args) => run_healthcheck(args),
+    }
+}
+
+fn run_up(args: UpArgs) -> ExitCode {
+    init_logging();
+    let mut opts = crate::up::UpOptions::new(args.config, args.data_dir);
+    opts.listen = args.listen;
+    opts.probe_listen = args.probe_listen;
+    opts.demo_listen = (!args.no_demo).then_some(args.demo_listen);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("varde up: cannot start runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match runtime.block_on(crate::up::run(opts, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("varde up: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// What `varde healthcheck` asks by default: the coordinator on its default port.
+const DEFAULT_HEALTHCHECK_URL: &str = "http://127.0.0.1:9480/healthz";
+
+fn run_healthcheck(args: HealthcheckArgs) -> ExitCode {
+    let fail = |why: String| {
+        eprintln!("unhealthy: {why}");
+        ExitCode::from(EXIT_FAILED)
+    };
+    let url = match args.url {
+        Some(u) => u,
+        None => {
+            let raw = std::env::var("VARDE_HEALTHCHECK_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_HEALTHCHECK_URL.to_owned());
+            match url::Url::parse(raw.trim()) {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("VARDE_HEALTHCHECK_URL {raw:?}: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+        }
+    };
+    let Ok(base) = url.join("/") else {
+        return fail(format!("{url}: not a base URL"));
+    };
+    let client = match crate::client::ApiClient::new(base, None, None) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start a runtime: {e}")),
+    };
+    let mut path = url.path().to_owned();
+    if let Some(q) = url.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let asked = runtime.block_on(async {
+        tokio::time::timeout(args.timeout, client.call("GET", &path, None)).await
+    });
+    match asked {
+        Ok(Ok((status, _))) if (200..300).contains(&status) => ExitCode::SUCCESS,
+        Ok(Ok((status, _))) => fail(format!("{url} answered {status}")),
+        Ok(Err(e)) => fail(e),
+        Err(_) => fail(format!(
+            "{url} did not answer within {}",
+            humantime::format_duration(args.timeout)
+        )),
     }
 }
 

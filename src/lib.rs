@@ -11,4 +11,5 @@ pub mod notify;
 pub mod oncall;
 pub mod probe;
 pub mod serve;
+pub mod up;
 pub mod wire;

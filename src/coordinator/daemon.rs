@@ -33,6 +33,11 @@ pub struct CoordinatorOptions {
     pub tick: Duration,
     /// How often the config files are checked for changes.
     pub reload_interval: Duration,
+    /// Probe credentials accepted besides the `[[probe]]` entries of
+    /// `coordinator.toml`, merged in on every (re)load: `varde up` gives its
+    /// own local probe one, so a newcomer writes no token file. Empty for
+    /// `varde coordinator`.
+    pub extra_probes: Vec<config::Credential>,
 }
 
 impl CoordinatorOptions {
@@ -43,6 +48,7 @@ impl CoordinatorOptions {
             listen,
             tick: Duration::from_secs(1),
             reload_interval: Duration::from_secs(2),
+            extra_probes: Vec::new(),
         }
     }
 }
@@ -171,7 +177,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let mut fingerprint = config::fingerprint(&opts.config_dir);
-    let cfg = Arc::new(config::load(&opts.config_dir)?);
+    let cfg = Arc::new(load_config(&opts.config_dir, &opts.extra_probes)?);
     if cfg.auth.probes.is_empty() {
         tracing::warn!(
             "no [[probe]] tokens in {}: no probe can fetch checks or push results",
@@ -289,6 +295,7 @@ pub async fn serve(
         let shared = shared.clone();
         let mut stop = stop_rx.clone();
         let dir = opts.config_dir.clone();
+        let extra = opts.extra_probes.clone();
         let every = opts.reload_interval;
         tasks.push(tokio::spawn(async move {
             let mut hup =
@@ -306,7 +313,8 @@ pub async fn serve(
                 fingerprint = fp;
                 let s = shared.clone();
                 let d = dir.clone();
-                let _ = tokio::task::spawn_blocking(move || reload(&s, &d)).await;
+                let x = extra.clone();
+                let _ = tokio::task::spawn_blocking(move || reload(&s, &d, &x)).await;
             }
         }));
     }
@@ -361,9 +369,19 @@ pub async fn serve(
     Ok(())
 }
 
+/// Loads the config dir, with `extra` probe credentials added to its own.
+fn load_config(
+    dir: &std::path::Path,
+    extra: &[config::Credential],
+) -> Result<CoordinatorConfig, ConfigErrors> {
+    let mut cfg = config::load(dir)?;
+    cfg.auth.probes.extend(extra.iter().cloned());
+    Ok(cfg)
+}
+
 /// Loads the config dir again; keeps the running config on any error.
-fn reload(shared: &Shared, dir: &std::path::Path) {
-    match config::load(dir) {
+fn reload(shared: &Shared, dir: &std::path::Path, extra: &[config::Credential]) {
+    match load_config(dir, extra) {
         Ok(cfg) => {
             let delivery = match notify_config(&cfg, shared.links.clone()) {
                 Ok(d) => d,
