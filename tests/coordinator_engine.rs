@@ -928,3 +928,42 @@ fn a_removed_check_resolves_its_incidents() {
     assert_eq!(all[0].resolved_by.as_deref(), Some("config"));
     assert_eq!(h.outbox().len(), 2);
 }
+
+#[test]
+fn a_region_without_enough_evidence_neither_fires_nor_clears() {
+    let rules = "[[rule]]\nname = \"all-down\"\nkind = \"down\"\nquorum = \"all\"\n";
+    let mut h = H::new(ONE_CHECK, rules);
+    // eu and us fail twice: DOWN in all of them (ap has never reported).
+    for s in [0, 30] {
+        h.push("eu", "api", false, t(s));
+        h.push("us", "api", false, t(s));
+    }
+    assert_eq!(h.open().len(), 1);
+    let id = h.open()[0].id;
+    // ap appears with one success: not yet UP, so "2 of 3 down" cannot
+    // resolve the incident...
+    h.push("ap", "api", true, t(40));
+    h.engine.tick(t(41)).unwrap();
+    assert_eq!(h.open().len(), 1, "an undecided region does not resolve");
+    // ...until it is UP.
+    h.push("ap", "api", true, t(50));
+    assert!(h.open().is_empty());
+    assert_eq!(h.outbox().last(), Some(&(id, "resolved".to_owned())));
+
+    // A fleet starting up: eu crosses fail_after first while us and ap
+    // have one failure each: no page until they decide.
+    let mut h = H::new(ONE_CHECK, rules);
+    for r in ["eu", "us", "ap"] {
+        h.push(r, "api", false, t(0));
+    }
+    h.push("eu", "api", false, t(30));
+    assert!(
+        h.open().is_empty(),
+        "1 of 3 known, 2 undecided: no page yet"
+    );
+    h.push("us", "api", false, t(31));
+    assert!(h.open().is_empty());
+    h.push("ap", "api", false, t(32));
+    assert_eq!(h.open().len(), 1, "all three down: one page");
+    assert_eq!(h.outbox().len(), 1);
+}

@@ -423,7 +423,7 @@ fn probes_push_to_the_coordinator_which_survives_sigkill_without_a_second_page()
         .collect();
     assert_eq!(kinds, ["firing"]);
     let all = get(addr, "/api/v1/incidents?limit=100");
-    assert_eq!(all["incidents"].as_array().unwrap().len(), 1);
+    assert_eq!(all["incidents"].as_array().unwrap().len(), 1, "{all:#}");
     drop(probes);
     drop(coordinator);
 }

@@ -1009,8 +1009,24 @@ impl Engine {
                     verdict: Some(v.clone()),
                     ..Facts::default()
                 };
+                // Fresh regions without enough evidence yet hold the
+                // decision: when counting them changes the verdict (1 of 3
+                // down is DEGRADED, 1 of 1 would be DOWN), nothing fires
+                // and nothing clears until they make up their minds.
+                let known = v.down.len() + v.up.len();
+                let known_state = if known == 0 {
+                    VerdictState::Unknown
+                } else if q.is_met(v.down.len(), known) {
+                    VerdictState::Down
+                } else if v.down.is_empty() {
+                    VerdictState::Up
+                } else {
+                    VerdictState::Degraded
+                };
+                let undecided = !v.unknown.is_empty() && known_state != v.state;
                 match v.state {
                     VerdictState::Unknown => Cond::Unknown,
+                    _ if undecided => Cond::Unknown,
                     s if s == want => Cond::Active(facts),
                     VerdictState::Up | VerdictState::Degraded if stale_down => {
                         if want == VerdictState::Down && v.state == VerdictState::Up {

@@ -41,7 +41,10 @@
 //!   without `fail_after`/`recover_after` results in a row yet) is in the
 //!   denominator but neither down nor up: it can hold a page back (while a
 //!   fleet starts, the first region to cross `fail_after` is 1 of 3, not
-//!   1 of 1) but never causes one.
+//!   1 of 1) but never causes one. The incident engine goes one step
+//!   further: while counting such regions changes the verdict, a rule's
+//!   condition is undecided — nothing fires and nothing resolves until
+//!   they are up or down.
 //! * The quorum is met when the number of `Down` voters reaches:
 //!   - `any`: at least one;
 //!   - `majority` (default): more than half of the voters (1 of 2 is *not* a
