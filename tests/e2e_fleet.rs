@@ -4,17 +4,15 @@
 //! webhook receiver (hyper, HMAC-verified) and a real Prometheus. Each
 //! scenario asserts on what the receivers actually got.
 //!
-//! Scenario 2 (one region's view fails because the target refuses that
-//! region's source address) is not here: `varde probe` has no option to give
-//! a probe its own source address, every probe connects from 127.0.0.1, and
-//! no request carries the region, so the target cannot tell the regions apart.
+//! Each probe connects from its own loopback address (`--source-address`
+//! 127.0.0.2/3/4), so a target can refuse one region.
 
 mod smtp;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +29,14 @@ use smtp::SmtpServer;
 use varde::notify::channel::webhook::verify_signature;
 
 const REGIONS: [&str; 3] = ["eu", "us", "ap"];
+/// Where each region's probe connects from.
+fn source_of(region: &str) -> IpAddr {
+    match region {
+        "eu" => [127, 0, 0, 2].into(),
+        "us" => [127, 0, 0, 3].into(),
+        _ => [127, 0, 0, 4].into(),
+    }
+}
 const HOOK_SECRET: &str = "e2e-fleet-hmac-secret-0123456789";
 /// The check that the scenarios make fail; `static` stays up throughout.
 const SHOP: &str = "shop";
@@ -47,9 +53,11 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 // === the target: /shop fails while told to, /static always answers ===
 
+/// Connections from `refused` are closed unanswered.
 #[derive(Clone)]
 struct Target {
     failing: Arc<AtomicBool>,
+    refused: Arc<Mutex<Option<IpAddr>>>,
     port: u16,
 }
 
@@ -58,14 +66,20 @@ impl Target {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let t = Target {
             failing: Arc::new(AtomicBool::new(false)),
+            refused: Arc::new(Mutex::new(None)),
             port: listener.local_addr().unwrap().port(),
         };
         let failing = t.failing.clone();
+        let refused = t.refused.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     return;
                 };
+                if *refused.lock().unwrap() == Some(peer.ip()) {
+                    drop(stream);
+                    continue;
+                }
                 let failing = failing.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -91,6 +105,10 @@ impl Target {
 
     fn fail(&self, yes: bool) {
         self.failing.store(yes, Ordering::SeqCst);
+    }
+
+    fn refuse(&self, source: Option<IpAddr>) {
+        *self.refused.lock().unwrap() = source;
     }
 }
 
@@ -418,6 +436,8 @@ impl Fleet {
                 Command::new(env!("CARGO_BIN_EXE_varde"))
                     .args(["probe", "--listen", "127.0.0.1:0", "--poll-interval", "1s"])
                     .args(["--region", region])
+                    .arg("--source-address")
+                    .arg(source_of(region).to_string())
                     .arg("--coordinator")
                     .arg(format!("http://{}/", f.addr))
                     .arg("--token-file")
@@ -563,7 +583,8 @@ fn subjects(mails: &[Value]) -> Vec<String> {
 
 // === scenarios ===
 
-/// Scenarios 1, 3 and 4: quiet while healthy; a failure everywhere pages
+/// Scenarios 1 to 4: quiet while healthy; one region's failing view is
+/// DEGRADED and pages nobody; a failure everywhere pages
 /// the on-duty team once by email and webhook; a coordinator SIGKILLed while
 /// the incident fires comes back on the same port, the probes' spooled
 /// results arrive without loss, no second page, and one resolve each.
@@ -575,6 +596,26 @@ fn fleet_pages_the_on_duty_team_once_and_survives_a_coordinator_sigkill() {
     std::thread::sleep(Duration::from_secs(5));
     f.assert_quiet();
     assert!(f.all_incidents().is_empty());
+
+    // 2. The target refuses eu's source address: DEGRADED, no page.
+    f.target.refuse(Some(source_of("eu")));
+    wait_for(
+        "shop degraded with eu down",
+        Duration::from_secs(30),
+        || {
+            let s = f.status(SHOP);
+            s["verdict"] == "degraded"
+                && s["regions"]["eu"]["state"] == "down"
+                && s["regions"]["us"]["state"] == "up"
+                && s["regions"]["ap"]["state"] == "up"
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(f.status(SHOP)["verdict"], "degraded");
+    f.assert_quiet();
+    assert!(f.all_incidents().is_empty(), "{:#?}", f.all_incidents());
+    f.target.refuse(None);
+    f.wait_all_up();
 
     // 3. The target fails for every region: one page, to `day`.
     f.target.fail(true);
