@@ -243,6 +243,10 @@ pub struct ProbeArgs {
     /// How long shutdown waits for in-flight checks and the last push.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
+    /// Connect from this local address (one per region on a shared host),
+    /// for every check that does not set `net.source_address` itself.
+    #[arg(long, value_name = "IP")]
+    pub source_address: Option<IpAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -764,6 +768,7 @@ fn run_probe(args: ProbeArgs) -> ExitCode {
         poll_interval: args.poll_interval.max(Duration::from_millis(100)),
         shutdown_grace: args.shutdown_grace,
         coordinator_ca: args.coordinator_ca,
+        source_address: args.source_address,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

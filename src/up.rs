@@ -148,6 +148,7 @@ pub async fn run(
         poll_interval: opts.poll_interval,
         shutdown_grace: Duration::from_secs(10),
         coordinator_ca: None,
+        source_address: None,
     };
 
     let (stop_probe, probe_stop) = watch::channel(false);

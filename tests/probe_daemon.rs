@@ -110,6 +110,7 @@ fn options(config: Option<&Path>, data: &Path) -> ProbeOptions {
         poll_interval: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(2),
         coordinator_ca: None,
+        source_address: None,
     }
 }
 

@@ -404,6 +404,18 @@ pub enum CheckSpec {
     Tcp(TcpOptions),
 }
 
+impl CheckSpec {
+    /// Connect from `ip` unless the check names its own source address.
+    pub fn default_source_address(&mut self, ip: std::net::IpAddr) {
+        let net = match self {
+            CheckSpec::Http(o) => &mut o.net,
+            CheckSpec::Dns(o) => &mut o.net,
+            CheckSpec::Tcp(o) => &mut o.net,
+        };
+        net.source_address.get_or_insert(ip);
+    }
+}
+
 /// An invalid check definition; raised when the check is built, never at run time.
 #[derive(Debug, thiserror::Error)]
 #[error("{field}: {message}")]

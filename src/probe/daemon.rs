@@ -44,6 +44,8 @@ pub struct ProbeOptions {
     pub shutdown_grace: Duration,
     /// Extra CA for an https coordinator.
     pub coordinator_ca: Option<PathBuf>,
+    /// The local address checks connect from, unless a check sets its own.
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 /// Why the probe could not start.
@@ -217,7 +219,7 @@ pub async fn serve(
         current = source.fetch_remote().await.or_else(|| source.cached());
     }
     if let Some(defs) = current.take() {
-        apply(&mut scheduler, &metrics, defs, &opts.region);
+        apply(&mut scheduler, &metrics, defs, &opts);
         let _ = ready_tx.send(true);
     }
 
@@ -248,7 +250,7 @@ pub async fn serve(
                             .unwrap_or_else(PoisonError::into_inner) =
                             Arc::new(with_builtin_modules(cfg.modules.clone()));
                         if opts.coordinator.is_none() {
-                            apply(&mut scheduler, &metrics, cfg.checks, &opts.region);
+                            apply(&mut scheduler, &metrics, cfg.checks, &opts);
                             let _ = ready_tx.send(true);
                         } else {
                             metrics.config_reload(true, chrono::Utc::now());
@@ -270,7 +272,7 @@ pub async fn serve(
                 f = source.fetch_remote() => f,
             };
             if let Some(defs) = fetched {
-                apply(&mut scheduler, &metrics, defs, &opts.region);
+                apply(&mut scheduler, &metrics, defs, &opts);
                 let _ = ready_tx.send(true);
             }
         }
@@ -310,8 +312,18 @@ fn gauges(p: &Pusher) -> PushGauges {
     }
 }
 
-fn apply(scheduler: &mut Scheduler, metrics: &ProbeMetrics, defs: Vec<CheckDef>, region: &str) {
-    let n = defs.iter().filter(|d| d.runs_in(region)).count();
+fn apply(
+    scheduler: &mut Scheduler,
+    metrics: &ProbeMetrics,
+    mut defs: Vec<CheckDef>,
+    opts: &ProbeOptions,
+) {
+    if let Some(ip) = opts.source_address {
+        for d in &mut defs {
+            d.spec.default_source_address(ip);
+        }
+    }
+    let n = defs.iter().filter(|d| d.runs_in(&opts.region)).count();
     let errors = scheduler.apply(defs);
     for (name, e) in &errors {
         tracing::error!(check = %name, "check not scheduled: {e}");

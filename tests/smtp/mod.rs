@@ -86,6 +86,11 @@ impl SmtpServer {
             .expect("no message reached the SMTP server in time")
     }
 
+    /// The next message if one arrives within `wait`.
+    pub fn try_next(&self, wait: Duration) -> Option<Value> {
+        self.messages.recv_timeout(wait).ok()
+    }
+
     /// Asserts that no message arrived. The server reports a message before
     /// it answers the DATA, so after `send` returned a short wait suffices.
     pub fn assert_nothing_delivered(&self) {
