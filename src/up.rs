@@ -316,7 +316,7 @@ pub fn load_or_create_token(path: &Path) -> io::Result<String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    match create_private(path) {
+    match crate::notify::links::open_private(path) {
         Ok(mut f) => {
             let mut raw = [0u8; 32];
             getrandom::getrandom(&mut raw)
@@ -344,24 +344,6 @@ pub fn load_or_create_token(path: &Path) -> io::Result<String> {
         }
         Err(e) => Err(e),
     }
-}
-
-#[cfg(unix)]
-fn create_private(path: &Path) -> io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn create_private(path: &Path) -> io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
 }
 
 // === the demo target ===

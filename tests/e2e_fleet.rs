@@ -7,6 +7,7 @@
 //! Each probe connects from its own loopback address (`--source-address`
 //! 127.0.0.2/3/4), so a target can refuse one region.
 
+mod hook;
 mod smtp;
 
 use std::collections::BTreeMap;
@@ -21,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{TimeDelta, Timelike, Utc};
-use http_body_util::{BodyExt, Full};
+use hook::{Mode, Receiver};
+use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use serde_json::Value;
 use smtp::SmtpServer;
-use varde::notify::channel::webhook::verify_signature;
 
 const REGIONS: [&str; 3] = ["eu", "us", "ap"];
 /// Where each region's probe connects from.
@@ -125,110 +126,6 @@ impl Target {
 
     fn refuse(&self, source: Option<IpAddr>) {
         *self.refused.lock().unwrap() = source;
-    }
-}
-
-// === the webhook receiver ===
-
-#[derive(Clone, Debug)]
-struct Got {
-    key: String,
-    status: u16,
-    signed: bool,
-}
-
-/// Answers 200 while up, 503 while down; records every request.
-#[derive(Clone)]
-struct Receiver {
-    up: Arc<AtomicBool>,
-    got: Arc<Mutex<Vec<Got>>>,
-    port: u16,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let r = Receiver {
-            up: Arc::new(AtomicBool::new(true)),
-            got: Arc::new(Mutex::new(Vec::new())),
-            port: listener.local_addr().unwrap().port(),
-        };
-        let r2 = r.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let r = r2.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let r = r.clone();
-                        async move { Ok::<_, Infallible>(r.handle(req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        r
-    }
-
-    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        let h = req.headers().clone();
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        let header = |n: &str| {
-            h.get(n)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
-        let signed = verify_signature(
-            HOOK_SECRET.as_bytes(),
-            &header("x-varde-timestamp"),
-            &body,
-            &header("x-varde-signature"),
-        );
-        let status = if self.up.load(Ordering::SeqCst) {
-            200
-        } else {
-            503
-        };
-        self.got.lock().unwrap().push(Got {
-            key: header("idempotency-key"),
-            status,
-            signed,
-        });
-        Response::builder()
-            .status(status)
-            .body(Full::new(Bytes::from_static(b"{}")))
-            .unwrap()
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
-    }
-
-    fn got(&self) -> Vec<Got> {
-        self.got.lock().unwrap().clone()
-    }
-
-    /// Accepted (200) requests by idempotency key → how many times.
-    fn accepted(&self) -> BTreeMap<String, usize> {
-        let mut m = BTreeMap::new();
-        for g in self.got().into_iter().filter(|g| g.status == 200) {
-            assert!(g.signed, "HMAC verifies on the receiving side: {g:?}");
-            *m.entry(g.key).or_default() += 1;
-        }
-        m
-    }
-
-    /// Accepted keys containing `part` (e.g. "-firing-"), each with its count.
-    fn accepted_with(&self, part: &str) -> Vec<(String, usize)> {
-        self.accepted()
-            .into_iter()
-            .filter(|(k, _)| k.contains(part))
-            .collect()
     }
 }
 
@@ -402,7 +299,7 @@ impl Fleet {
             .build()
             .unwrap();
         let target = rt.block_on(Target::start());
-        let hook = rt.block_on(Receiver::start());
+        let hook = rt.block_on(Receiver::start(Mode::Up, HOOK_SECRET));
         let mail = SmtpServer::start(&[]);
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("cfg");
@@ -736,7 +633,7 @@ fn bad_config_webhook_outage_and_a_killed_probe() {
     assert!(err.contains("rules.toml:3:8"), "{cfg}");
 
     // 6. The receiver is down (503) when the (new) failure pages.
-    f.hook.set_up(false);
+    f.hook.set(Mode::Down);
     f.target.fail(true);
     wait_for("failed webhook attempts", Duration::from_secs(30), || {
         f.hook.got().iter().filter(|g| g.status == 503).count() >= 2
@@ -746,7 +643,7 @@ fn bad_config_webhook_outage_and_a_killed_probe() {
     let fired = f.wait_mails("[FIRING]", 1);
     assert_eq!(fired[0]["rcpt_tos"], serde_json::json!(["day@example.com"]));
     std::thread::sleep(Duration::from_secs(2));
-    f.hook.set_up(true);
+    f.hook.set(Mode::Up);
     wait_for(
         "the page after the receiver returns",
         Duration::from_secs(60),

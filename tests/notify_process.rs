@@ -8,152 +8,27 @@
 //! SIGKILL between a receiver taking a message and the row being marked
 //! sends that message exactly once more after it restarts.
 
+mod hook;
 mod results;
 mod smtp;
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hook::{Mode, Receiver};
 use results::result;
 use serde_json::{Value, json};
 use smtp::SmtpServer;
-use varde::notify::channel::webhook::verify_signature;
 use varde::wire::{ResultBatch, ResultRecord};
 
 const PROBE_TOKEN: &str = "notify-process-probe-token-0123";
 const API_TOKEN: &str = "notify-process-api-token-456789";
 const HOOK_SECRET: &str = "notify-process-hmac-secret-abcdef";
 const CHECKS: usize = 3;
-
-// === the webhook receiver ===
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
-    /// Answer 503.
-    Down,
-    /// Answer 200.
-    Up,
-    /// Hold the request without answering (until the mode changes).
-    Hang,
-}
-
-#[derive(Clone, Debug)]
-struct Got {
-    key: String,
-    status: u16,
-    body: Value,
-    signed: bool,
-}
-
-#[derive(Clone)]
-struct Receiver {
-    mode: Arc<Mutex<Mode>>,
-    got: Arc<Mutex<Vec<Got>>>,
-    port: u16,
-}
-
-impl Receiver {
-    async fn start(mode: Mode) -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let r = Receiver {
-            mode: Arc::new(Mutex::new(mode)),
-            got: Arc::new(Mutex::new(Vec::new())),
-            port,
-        };
-        let r2 = r.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let r = r2.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let r = r.clone();
-                        async move { Ok::<_, Infallible>(r.handle(req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        r
-    }
-
-    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        let h = req.headers().clone();
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        let header = |n: &str| {
-            h.get(n)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
-        let signed = verify_signature(
-            HOOK_SECRET.as_bytes(),
-            &header("x-varde-timestamp"),
-            &body,
-            &header("x-varde-signature"),
-        );
-        let mode = *self.mode.lock().unwrap();
-        if mode == Mode::Hang {
-            // Record the arrival once, then hold the request.
-            self.record(&header("idempotency-key"), 0, &body, signed);
-            while *self.mode.lock().unwrap() == Mode::Hang {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            return Response::builder()
-                .status(200)
-                .body(Full::new(Bytes::new()))
-                .unwrap();
-        }
-        let status = if mode == Mode::Up { 200 } else { 503 };
-        self.record(&header("idempotency-key"), status, &body, signed);
-        Response::builder()
-            .status(status)
-            .body(Full::new(Bytes::from_static(b"{}")))
-            .unwrap()
-    }
-
-    fn record(&self, key: &str, status: u16, body: &[u8], signed: bool) {
-        self.got.lock().unwrap().push(Got {
-            key: key.to_owned(),
-            status,
-            body: serde_json::from_slice(body).unwrap_or(Value::Null),
-            signed,
-        });
-    }
-
-    fn set(&self, m: Mode) {
-        *self.mode.lock().unwrap() = m;
-    }
-
-    fn got(&self) -> Vec<Got> {
-        self.got.lock().unwrap().clone()
-    }
-
-    /// Accepted messages (200), by idempotency key → count.
-    fn accepted(&self) -> BTreeMap<String, usize> {
-        let mut m = BTreeMap::new();
-        for g in self.got().into_iter().filter(|g| g.status == 200) {
-            *m.entry(g.key).or_default() += 1;
-        }
-        m
-    }
-}
 
 // === the coordinator process ===
 
@@ -394,7 +269,7 @@ async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_for_a_while_gets_everything_once_signed_and_links_acknowledge() {
-    let hook = Receiver::start(Mode::Down).await;
+    let hook = Receiver::start(Mode::Down, HOOK_SECRET).await;
     let mail = SmtpServer::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     write_config(&dir.path().join("cfg"), hook.port, mail.port, "5s");
@@ -542,7 +417,7 @@ async fn a_receiver_down_for_a_while_gets_everything_once_signed_and_links_ackno
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overrides_through_the_api_change_who_is_paged() {
-    let hook = Receiver::start(Mode::Up).await;
+    let hook = Receiver::start(Mode::Up, HOOK_SECRET).await;
     let mail = SmtpServer::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     write_config(&dir.path().join("cfg"), hook.port, mail.port, "5s");
@@ -735,7 +610,7 @@ async fn overrides_through_the_api_change_who_is_paged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_between_send_and_mark_sends_that_message_once_more() {
-    let hook = Receiver::start(Mode::Up).await;
+    let hook = Receiver::start(Mode::Up, HOOK_SECRET).await;
     let mail = SmtpServer::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let (cfg, data) = (dir.path().join("cfg"), dir.path().join("data"));

@@ -261,8 +261,10 @@ fn check_key(path: &Path, key: Vec<u8>) -> io::Result<Vec<u8>> {
     Ok(key)
 }
 
+/// Creates `path` (failing if it exists) readable by its owner only: for
+/// key and token files.
 #[cfg(unix)]
-fn open_private(path: &Path) -> io::Result<std::fs::File> {
+pub(crate) fn open_private(path: &Path) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
@@ -272,7 +274,7 @@ fn open_private(path: &Path) -> io::Result<std::fs::File> {
 }
 
 #[cfg(not(unix))]
-fn open_private(path: &Path) -> io::Result<std::fs::File> {
+pub(crate) fn open_private(path: &Path) -> io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
