@@ -7,12 +7,11 @@
 #   docker run ... varde coordinator --config /etc/varde ...  # see deploy/README.md
 #
 # The binary is static (musl): TLS roots are compiled in (rustls +
-# webpki-roots), check DNS goes through hickory, time zones through
+# webpki-roots), every host name — checks, the probe's push to its
+# coordinator, webhooks, SMTP, healthcheck — resolves through hickory
+# (reading /etc/resolv.conf and /etc/hosts as Docker writes them; the binary
+# does not link getaddrinfo, tests/resolve.rs checks), time zones come from
 # chrono-tz, so the runtime image needs no CA bundle, no tzdata and no libc.
-# (Outbound connections by host name that are not checks — the probe's
-# push to its coordinator, webhooks, SMTP — use musl's built-in stub
-# resolver, which reads /etc/resolv.conf and /etc/hosts as Docker writes
-# them.)
 
 # === build ===
 FROM rust:1.95-bookworm AS build

@@ -12,6 +12,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::resolve::HostResolver;
+
 /// Whole-request timeout.
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body read.
@@ -21,7 +23,7 @@ const MAX_BODY: usize = 4 << 20;
 pub struct ApiClient {
     base: url::Url,
     token: Option<String>,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector<HostResolver>>, Full<Bytes>>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -46,11 +48,16 @@ impl ApiClient {
         let mut tls = crate::probe::push::tls_config(ca_file).map_err(|e| e.to_string())?;
         // The connector sets ALPN itself (and refuses a config that has it).
         tls.alpn_protocols.clear();
+        // Names resolve through hickory, not getaddrinfo.
+        let mut http = HttpConnector::new_with_resolver(HostResolver::system());
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(https);
         Ok(ApiClient {
             base,

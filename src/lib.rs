@@ -10,6 +10,7 @@ pub mod coordinator;
 pub mod notify;
 pub mod oncall;
 pub mod probe;
+pub mod resolve;
 pub mod serve;
 pub mod up;
 pub mod wire;

@@ -641,6 +641,40 @@ async fn retries_back_off_permanent_failures_stop_and_old_rows_expire() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_receivers_retry_after_is_honoured_up_to_an_hour() {
+    let mut h = H::new(monday_morning());
+    // A ticket (one email contact, no escalation): rate limited for 90 s,
+    // then for ten hours (capped at one), then "retry now" (the backoff
+    // still applies), then taken.
+    h.rec.script.lock().unwrap().insert(
+        "email:db@example.com".into(),
+        VecDeque::from([
+            SendOutcome::RetryAfter("HTTP 429".into(), Duration::from_secs(90)),
+            SendOutcome::RetryAfter("HTTP 429".into(), Duration::from_secs(10 * 3600)),
+            SendOutcome::RetryAfter("HTTP 503".into(), Duration::ZERO),
+        ]),
+    );
+    let f = h.fire("db").await;
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    h.settle().await;
+    let sent = h.sent_to("email:db@example.com");
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert_eq!(sent[0].at, f);
+    assert_eq!(sent[1].at, f + chrono::Duration::seconds(90));
+    assert_eq!(sent[2].at, sent[1].at + chrono::Duration::hours(1));
+    let gap = (sent[3].at - sent[2].at).num_milliseconds();
+    assert!((2000..=4000).contains(&gap), "third backoff {gap} ms");
+    let row = h
+        .store
+        .deliveries()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.contact == "email:db@example.com")
+        .unwrap();
+    assert_eq!((row.state.as_str(), row.attempts), ("delivered", 4));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_page_not_yet_delivered_when_resolved_is_replaced_by_the_resolve() {
     let mut h = H::new(monday_morning());
     // The email contact is down for a while.

@@ -46,7 +46,8 @@ impl Recorded {
 }
 
 /// A hyper server that records requests and answers from a script
-/// (status, body), then 200 "ok" once the script runs out.
+/// (status, body, optional `Retry-After`), then 200 "ok" once the script
+/// runs out.
 struct Receiver {
     port: u16,
     seen: Arc<Mutex<Vec<Recorded>>>,
@@ -61,11 +62,19 @@ impl Drop for Receiver {
 
 impl Receiver {
     async fn start(script: Vec<(u16, &str)>) -> Receiver {
+        Self::start_with(script.into_iter().map(|(s, b)| (s, b, None)).collect()).await
+    }
+
+    async fn start_with(script: Vec<(u16, &str, Option<&str>)>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let script: Arc<Mutex<VecDeque<(u16, String)>>> = Arc::new(Mutex::new(
-            script.into_iter().map(|(s, b)| (s, b.to_owned())).collect(),
+        type Answer = (u16, String, Option<String>);
+        let script: Arc<Mutex<VecDeque<Answer>>> = Arc::new(Mutex::new(
+            script
+                .into_iter()
+                .map(|(s, b, r)| (s, b.to_owned(), r.map(str::to_owned)))
+                .collect(),
         ));
         let seen2 = seen.clone();
         let task = tokio::spawn(async move {
@@ -92,13 +101,16 @@ impl Receiver {
                             headers: parts.headers,
                             body,
                         });
-                        let (status, text) = script
+                        let (status, text, retry_after) = script
                             .lock()
                             .unwrap()
                             .pop_front()
-                            .unwrap_or((200, "ok".to_owned()));
+                            .unwrap_or((200, "ok".to_owned(), None));
                         let mut resp = Response::new(Full::new(Bytes::from(text)));
                         *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+                        if let Some(r) = retry_after {
+                            resp.headers_mut().insert("retry-after", r.parse().unwrap());
+                        }
                         Ok::<_, Infallible>(resp)
                     }
                 });
@@ -261,7 +273,7 @@ fn webhook_spec(url: String, secret: Option<&str>) -> WebhookSpec {
 fn reason(o: &SendOutcome) -> &str {
     match o {
         SendOutcome::Delivered => "",
-        SendOutcome::Retry(r) | SendOutcome::Failed(r) => r,
+        SendOutcome::Retry(r) | SendOutcome::RetryAfter(r, _) | SendOutcome::Failed(r) => r,
     }
 }
 
@@ -663,6 +675,68 @@ async fn bad_request_fails_and_too_many_requests_retries() {
     assert_retry(&o);
     assert!(reason(&o).contains("429"), "{o:?}");
     assert_retry(&s.slack(&spec, &out).await);
+}
+
+#[tokio::test]
+async fn retry_after_of_a_429_or_503_is_passed_on_and_ignored_elsewhere() {
+    let date = (chrono::Utc::now() + chrono::Duration::seconds(600))
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    let rx = Receiver::start_with(vec![
+        (429, "rate_limited", Some("120")),
+        (503, "", Some(date.as_str())),
+        (500, "", Some("60")),
+        (429, "", Some("soon")),
+        (400, "", Some("60")),
+    ])
+    .await;
+    let s = sender(Duration::from_secs(5));
+    let spec = slack_spec(rx.url());
+    let out = single(MessageKind::Firing);
+
+    match s.slack(&spec, &out).await {
+        SendOutcome::RetryAfter(r, after) => {
+            assert_eq!(after, Duration::from_secs(120));
+            assert!(r.contains("429") && r.contains("rate_limited"), "{r}");
+        }
+        o => panic!("want RetryAfter, got {o:?}"),
+    }
+    match s.slack(&spec, &out).await {
+        // An HTTP-date: the wait from now (a second or two of slack for
+        // the date's whole seconds and the time the request took).
+        SendOutcome::RetryAfter(_, after) => {
+            assert!((597..=600).contains(&after.as_secs()), "{after:?}");
+        }
+        o => panic!("want RetryAfter, got {o:?}"),
+    }
+    // Retry-After on a 500 means nothing; an unparsable value is ignored;
+    // a 400 stays final whatever it says.
+    assert_retry(&s.slack(&spec, &out).await);
+    assert_retry(&s.slack(&spec, &out).await);
+    assert_failed(&s.slack(&spec, &out).await);
+}
+
+#[test]
+fn retry_after_values_parse_as_seconds_or_http_dates() {
+    use varde::notify::channel::webhook::parse_retry_after;
+    let now = chrono::DateTime::parse_from_rfc3339("2026-12-07T12:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let p = |v: &str| parse_retry_after(v, now);
+    assert_eq!(p("0"), Some(Duration::ZERO));
+    assert_eq!(p(" 30 "), Some(Duration::from_secs(30)));
+    assert_eq!(
+        p("99999999999999999999999"),
+        Some(Duration::from_secs(u64::MAX))
+    );
+    assert_eq!(
+        p("Mon, 07 Dec 2026 12:01:30 GMT"),
+        Some(Duration::from_secs(90))
+    );
+    assert_eq!(p("Mon, 07 Dec 2026 11:00:00 GMT"), Some(Duration::ZERO));
+    for bad in ["", "-5", "1.5", "soon", "2026-12-07T12:01:30Z"] {
+        assert_eq!(p(bad), None, "{bad:?}");
+    }
 }
 
 #[tokio::test]

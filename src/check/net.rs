@@ -69,7 +69,7 @@ pub struct Net {
 /// it once, and a changed resolv.conf is still picked up soon.
 const SYSTEM_CONF_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
-fn system_conf() -> (ResolverConfig, ResolverOpts) {
+pub(crate) fn system_conf() -> (ResolverConfig, ResolverOpts) {
     use std::sync::{Mutex, PoisonError};
     type Cached = Option<(std::time::Instant, (ResolverConfig, ResolverOpts))>;
     static CACHE: Mutex<Cached> = Mutex::new(None);

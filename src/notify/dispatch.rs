@@ -27,9 +27,10 @@
 //! **Outcomes.** Delivered rows are marked with the time, attempt count
 //! and message key. A retryable failure (5xx, 429, timeout, connection
 //! error) is tried again after an exponential backoff with jitter (1 s
-//! doubling to 5 min, each wait drawn from [½, 1] of that), until the
-//! channel's `expire_after` has passed since the row was queued; then it
-//! is `expired`. A permanent failure (other 4xx, a rejected recipient) is
+//! doubling to 5 min, each wait drawn from [½, 1] of that; a 429 or 503
+//! with `Retry-After` waits at least that long, capped at an hour), until
+//! the channel's `expire_after` has passed since the row was queued; then
+//! it is `expired`. A permanent failure (other 4xx, a rejected recipient) is
 //! `failed` with the reason at once.
 //!
 //! **Restarts.** Every state change above is a SQLite transaction, so an
@@ -80,6 +81,8 @@ pub const MAX_DIGEST: usize = 50;
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest retry wait.
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Longest wait a receiver's `Retry-After` can impose.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
 /// How long the loop sleeps at most when nothing is due.
 const IDLE: Duration = Duration::from_secs(30);
 
@@ -871,9 +874,14 @@ impl Dispatcher {
                     let message_key = done.message_key.clone();
                     (Settle::Delivered { message_key }, "delivered")
                 }
-                SendOutcome::Retry(e) => {
-                    tracing::warn!(contact = %done.contact, attempts = done.attempts, error = %e, "delivery failed; will retry");
-                    let wait = self.backoff(done.ids[0], done.attempts);
+                SendOutcome::Retry(e) | SendOutcome::RetryAfter(e, _) => {
+                    let mut wait = self.backoff(done.ids[0], done.attempts);
+                    if let SendOutcome::RetryAfter(_, after) = &done.outcome {
+                        // The receiver's own wish, if longer; a hostile or
+                        // confused one cannot park a row beyond an hour.
+                        wait = wait.max((*after).min(RETRY_AFTER_MAX));
+                    }
+                    tracing::warn!(contact = %done.contact, attempts = done.attempts, error = %e, retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
                     let settle = Settle::Retry {
                         error: e.clone(),
                         next_attempt_at: now + chrono_dur(wait),

@@ -246,6 +246,10 @@ pub enum SendOutcome {
     Delivered,
     /// Worth trying again later (5xx, 429, timeout, connection error).
     Retry(String),
+    /// Worth trying again, but not before the receiver asked: a 429 or
+    /// 503 with a `Retry-After` header. The dispatcher waits the longer of
+    /// this and its own backoff (at most an hour), within the expiry.
+    RetryAfter(String, std::time::Duration),
     /// Cannot succeed (4xx other than 408/429, bad address): give up.
     Failed(String),
 }

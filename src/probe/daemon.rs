@@ -371,6 +371,7 @@ impl Source {
                 token: opts.token.clone().unwrap_or_default(),
                 region: opts.region.clone(),
                 ca_file: opts.coordinator_ca.clone(),
+                resolver: crate::resolve::HostResolver::system(),
             }),
             etag: None,
             cache: opts.data_dir.join("checks.json"),
@@ -435,6 +436,7 @@ struct CoordinatorClient {
     token: String,
     region: String,
     ca_file: Option<PathBuf>,
+    resolver: crate::resolve::HostResolver,
 }
 
 enum Fetched {
@@ -501,7 +503,9 @@ impl CoordinatorClient {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let tcp = tokio::net::TcpStream::connect((bare.as_str(), port))
+        let tcp = self
+            .resolver
+            .connect(&bare, port, FETCH_TIMEOUT)
             .await
             .map_err(|e| format!("connect {bare}:{port}: {e}"))?;
         let stream = match url.scheme() {

@@ -72,6 +72,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::check::CheckResult;
 use crate::probe::{CheckDef, ResultSink};
+use crate::resolve::HostResolver;
 use crate::wire::{BatchAck, RESULTS_PATH, ResultRecord};
 
 /// Default maximum records per batch.
@@ -639,6 +640,9 @@ struct Transport {
     port: u16,
     auth: HeaderValue,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// hickory, caching for the TTL: the coordinator's name is looked up
+    /// again only when a connection has to be re-established.
+    resolver: HostResolver,
     timeout: Duration,
     conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
@@ -695,6 +699,7 @@ impl Transport {
             port,
             auth,
             tls,
+            resolver: HostResolver::system(),
             timeout: opts.request_timeout,
             conn: tokio::sync::Mutex::new(None),
         })
@@ -781,8 +786,10 @@ impl Transport {
     }
 
     async fn connect(&self) -> io::Result<SendRequest<Full<Bytes>>> {
-        let tcp = tokio::net::TcpStream::connect((self.connect_host.as_str(), self.port)).await?;
-        tcp.set_nodelay(true)?;
+        let tcp = self
+            .resolver
+            .connect(&self.connect_host, self.port, self.timeout)
+            .await?;
         match &self.tls {
             None => handshake(tcp).await,
             Some((connector, name)) => handshake(connector.connect(name.clone(), tcp).await?).await,

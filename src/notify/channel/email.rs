@@ -1,4 +1,5 @@
-//! Email over SMTP: lettre's async transport on tokio, TLS by rustls only
+//! Email over SMTP: lettre's SMTP client on tokio over a connection
+//! resolved by hickory and opened by [`HostResolver`]; TLS by rustls only
 //! (STARTTLS required, implicit TLS, or none for a relay on localhost).
 //!
 //! One message per [`Outgoing`]: a single incident, or a digest of several.
@@ -17,12 +18,18 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, Message};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
+use lettre::transport::smtp::extension::ClientId;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use super::Secret;
 use crate::notify::{Item, MessageKind, Outgoing, SendOutcome};
+use crate::resolve::HostResolver;
 
 /// How to reach the SMTP server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,20 +61,34 @@ pub struct EmailSpec {
 }
 
 /// An SMTP client for one email channel, built once per configuration.
-/// Every [`Mailer::send`] opens its own connection.
+/// Every [`Mailer::send`] opens its own connection: the server's name is
+/// resolved by hickory (never the libc resolver), each address tried in
+/// turn, then lettre speaks SMTP over the connected socket.
 pub struct Mailer {
-    /// Boxed: the transport is large, and `Channel` holds a `Mailer` next to
-    /// small senders.
-    transport: Box<AsyncSmtpTransport<Tokio1Executor>>,
+    host: String,
+    port: u16,
     /// `host:port`, for failure reasons.
     server: String,
     tls: SmtpTls,
+    security: Security,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    resolver: HostResolver,
     username: Option<String>,
     /// Kept only to scrub it from failure reasons.
     password: Option<Secret>,
     from: Mailbox,
     to: Vec<Mailbox>,
     timeout: Duration,
+}
+
+/// What happens on the connection before the first SMTP command.
+enum Security {
+    None,
+    /// STARTTLS, required: a server that does not offer it is a failure.
+    StartTls(Box<TlsParameters>),
+    /// TLS from the first byte, verified against `host`.
+    Implicit(tokio_rustls::TlsConnector, ServerName<'static>),
 }
 
 impl fmt::Debug for Mailer {
@@ -88,10 +109,10 @@ impl fmt::Debug for Mailer {
 }
 
 impl Mailer {
-    /// Builds the transport for `spec`. Fails on what can be checked before
+    /// Builds the client for `spec`. Fails on what can be checked before
     /// the first message: addresses that do not parse, an unreadable or
     /// invalid `ca_file`, a username without a password (or the reverse).
-    /// `timeout` bounds each attempt (connect, TLS, login and send).
+    /// `timeout` bounds each attempt (resolve, connect, TLS, login and send).
     pub fn new(spec: &EmailSpec, timeout: Duration) -> Result<Mailer, String> {
         if spec.host.trim().is_empty() {
             return Err("email: host is empty".into());
@@ -109,29 +130,44 @@ impl Mailer {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
-        let tls = match spec.tls {
-            SmtpTls::None => Tls::None,
-            SmtpTls::StartTls => Tls::Required(tls_parameters(spec)?),
-            SmtpTls::Implicit => Tls::Wrapper(tls_parameters(spec)?),
-        };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&spec.host)
-            .port(spec.port)
-            .tls(tls)
-            .timeout(Some(timeout));
-        match (&spec.username, &spec.password) {
-            (Some(user), Some(password)) => {
-                builder = builder
-                    .credentials(Credentials::new(user.clone(), password.expose().to_owned()));
+        let host = spec
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let security = match spec.tls {
+            SmtpTls::None => Security::None,
+            SmtpTls::StartTls => Security::StartTls(Box::new(tls_parameters(spec)?)),
+            SmtpTls::Implicit => {
+                let mut config = crate::probe::push::tls_config(spec.ca_file.as_deref())
+                    .map_err(|e| format!("email: ca_file {e}"))?;
+                config.alpn_protocols.clear();
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|e| format!("email: host {:?}: {e}", spec.host))?;
+                Security::Implicit(
+                    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+                    name,
+                )
             }
-            (None, None) => {}
+        };
+        let credentials = match (&spec.username, &spec.password) {
+            (Some(user), Some(password)) => {
+                Some(Credentials::new(user.clone(), password.expose().to_owned()))
+            }
+            (None, None) => None,
             (Some(_), None) => return Err("email: username given without a password".into()),
             (None, Some(_)) => return Err("email: password given without a username".into()),
-        }
+        };
 
         Ok(Mailer {
-            transport: Box::new(builder.build()),
             server: format!("{}:{}", spec.host, spec.port),
+            host,
+            port: spec.port,
             tls: spec.tls,
+            security,
+            credentials,
+            hello: ClientId::default(),
+            resolver: HostResolver::system(),
             username: spec.username.clone(),
             password: spec.password.clone(),
             from,
@@ -147,9 +183,12 @@ impl Mailer {
             Ok(m) => m,
             Err(reason) => return SendOutcome::Failed(reason),
         };
-        let outcome = match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
-            Ok(Ok(_)) => SendOutcome::Delivered,
-            Ok(Err(e)) => self.classify(&e),
+        let outcome = match tokio::time::timeout(self.timeout, self.deliver(&message)).await {
+            Ok(Ok(())) => SendOutcome::Delivered,
+            Ok(Err(Attempt::Connect(e))) => {
+                SendOutcome::Retry(format!("SMTP {}: connect: {e}", self.server))
+            }
+            Ok(Err(Attempt::Smtp(e))) => self.classify(&e),
             Err(_) => SendOutcome::Retry(format!(
                 "SMTP {}: no answer within {}",
                 self.server,
@@ -158,8 +197,51 @@ impl Mailer {
         };
         match outcome {
             SendOutcome::Retry(r) => SendOutcome::Retry(self.scrub(r)),
+            SendOutcome::RetryAfter(r, after) => SendOutcome::RetryAfter(self.scrub(r), after),
             SendOutcome::Failed(r) => SendOutcome::Failed(self.scrub(r)),
             SendOutcome::Delivered => SendOutcome::Delivered,
+        }
+    }
+
+    /// One SMTP session: connect, TLS as configured, EHLO, login, the
+    /// message, QUIT.
+    async fn deliver(&self, message: &Message) -> Result<(), Attempt> {
+        let tcp = self
+            .resolver
+            .connect(&self.host, self.port, self.timeout)
+            .await
+            .map_err(Attempt::Connect)?;
+        let stream: Box<dyn AsyncTokioStream> = match &self.security {
+            Security::Implicit(connector, name) => Box::new(ImplicitTls(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| Attempt::Connect(tls_error(e)))?,
+            )),
+            _ => Box::new(tcp),
+        };
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+            .await
+            .map_err(Attempt::Smtp)?;
+        let result = async {
+            if let Security::StartTls(params) = &self.security {
+                conn.starttls((**params).clone(), &self.hello).await?;
+            }
+            if let Some(credentials) = &self.credentials {
+                conn.auth(DEFAULT_MECHANISMS, credentials).await?;
+            }
+            conn.send(message.envelope(), &message.formatted()).await
+        }
+        .await;
+        match result {
+            Ok(_) => {
+                // QUIT, best effort: the message was accepted.
+                conn.abort().await;
+                Ok(())
+            }
+            // Dropped, not QUIT: lettre has already closed a connection whose
+            // command failed, and a failed STARTTLS leaves no stream to write.
+            Err(e) => Err(Attempt::Smtp(e)),
         }
     }
 
@@ -220,6 +302,67 @@ impl Mailer {
             }
             _ => reason,
         }
+    }
+}
+
+/// Why an attempt failed: before SMTP (resolve, connect, implicit TLS)
+/// or in it.
+enum Attempt {
+    Connect(std::io::Error),
+    Smtp(lettre::transport::smtp::Error),
+}
+
+/// An implicit-TLS failure as one line: the rustls error when there is one
+/// (tokio-rustls wraps it in an `io::Error`).
+fn tls_error(e: std::io::Error) -> std::io::Error {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(tls) => std::io::Error::new(e.kind(), format!("TLS error: {tls}")),
+        None => std::io::Error::new(e.kind(), format!("TLS handshake: {e}")),
+    }
+}
+
+/// A TLS stream lettre can speak SMTP over (for implicit TLS, where the
+/// handshake happens before lettre sees the connection).
+#[derive(Debug)]
+struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
     }
 }
 

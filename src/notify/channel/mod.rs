@@ -107,7 +107,8 @@ pub struct Channel {
 }
 
 enum Sender {
-    Email(email::Mailer),
+    /// Boxed: a mailer holds its TLS settings, credentials and addresses.
+    Email(Box<email::Mailer>),
     Http(webhook::HttpSender),
     Console,
 }
@@ -117,7 +118,7 @@ impl Channel {
     /// here (an unreadable CA file, an invalid URL).
     pub fn new(spec: ChannelSpec) -> Result<Channel, String> {
         let sender = match &spec.kind {
-            ChannelKind::Email(e) => Sender::Email(email::Mailer::new(e, spec.timeout)?),
+            ChannelKind::Email(e) => Sender::Email(Box::new(email::Mailer::new(e, spec.timeout)?)),
             ChannelKind::Console => Sender::Console,
             _ => Sender::Http(webhook::HttpSender::new(spec.timeout)?),
         };

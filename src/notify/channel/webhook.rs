@@ -76,6 +76,7 @@ use sha2::Sha256;
 use super::Secret;
 use crate::notify::links::{hex_decode, hex_encode};
 use crate::notify::{Item, MessageKind, Outgoing, SendOutcome};
+use crate::resolve::HostResolver;
 
 /// A Slack incoming webhook.
 #[derive(Clone, Debug, PartialEq)]
@@ -132,7 +133,7 @@ const SIGNATURE_HEADER: &str = "x-varde-signature";
 const TIMESTAMP_HEADER: &str = "x-varde-timestamp";
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient = Client<HttpsConnector<HttpConnector<HostResolver>>, Full<Bytes>>;
 
 /// The client behind the HTTP channels: built once per channel
 /// configuration, cheap to share.
@@ -166,7 +167,8 @@ impl HttpSender {
             .map_err(|e| format!("TLS configuration: {e}"))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut http = HttpConnector::new();
+        // Names resolve through hickory, not getaddrinfo.
+        let mut http = HttpConnector::new_with_resolver(HostResolver::system());
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout));
@@ -249,6 +251,9 @@ impl HttpSender {
             match outcome {
                 SendOutcome::Delivered => {}
                 SendOutcome::Retry(r) => return SendOutcome::Retry(which(&r)),
+                SendOutcome::RetryAfter(r, after) => {
+                    return SendOutcome::RetryAfter(which(&r), after);
+                }
                 SendOutcome::Failed(r) => failures.push(which(&r)),
             }
         }
@@ -324,8 +329,13 @@ impl HttpSender {
         let attempt = async {
             let response = self.client.request(request).await?;
             let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, Utc::now()));
             let body = read_capped(response.into_body(), RESPONSE_BODY_CAP).await;
-            Ok::<_, hyper_util::client::legacy::Error>((status, body))
+            Ok::<_, hyper_util::client::legacy::Error>((status, retry_after, body))
         };
         match tokio::time::timeout(self.timeout, attempt).await {
             Err(_) => SendOutcome::Retry(format!(
@@ -336,7 +346,20 @@ impl HttpSender {
                 "POST to {channel} channel failed: {}",
                 describe_error(&e)
             ))),
-            Ok(Ok((status, body))) => classify(channel, status, &body, &scrub),
+            Ok(Ok((status, retry_after, body))) => match classify(channel, status, &body, &scrub) {
+                SendOutcome::Retry(r)
+                    if matches!(
+                        status,
+                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                    ) =>
+                {
+                    match retry_after {
+                        Some(after) => SendOutcome::RetryAfter(r, after),
+                        None => SendOutcome::Retry(r),
+                    }
+                }
+                other => other,
+            },
         }
     }
 }
@@ -385,6 +408,23 @@ fn classify(
     } else {
         SendOutcome::Failed(reason)
     }
+}
+
+/// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110 10.2.3),
+/// as the wait from `now` (zero for a date in the past). `None` for
+/// anything else.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Absurd values saturate; the dispatcher caps the wait anyway.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// The start of a response body on one line: control characters become
