@@ -35,6 +35,7 @@ window = "30m"
 
 [retention]
 results = "6h"
+incidents = "30d"
 
 [[probe]]
 name = "eu-1"
@@ -57,6 +58,7 @@ token = "alice-inline-token-0001"
     assert_eq!(s.flap_changes, 10);
     assert_eq!(s.flap_window, Duration::from_secs(1800));
     assert_eq!(s.results_retention, Duration::from_secs(6 * 3600));
+    assert_eq!(s.history_retention, Duration::from_secs(30 * 24 * 3600));
     let eu = auth.probe("eu-token-from-a-file-0001").unwrap();
     assert_eq!(
         (eu.name.as_str(), eu.region.as_deref()),
@@ -169,6 +171,25 @@ token_env = "X"
         "coordinator.toml:25:1: api_token \"f\": give exactly one of token_file, token_env or token",
     ];
     assert_eq!(got, want);
+}
+
+#[test]
+fn history_retention_defaults_to_180_days_and_is_at_least_a_day() {
+    assert_eq!(
+        Settings::default().history_retention,
+        Duration::from_secs(180 * 24 * 3600)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "[retention]\nincidents = \"12h\"\n");
+    assert_eq!(
+        errors(dir.path()),
+        ["coordinator.toml:2:13: incidents: must be at least 1d"]
+    );
+    write(dir.path(), "[retention]\nincidents = \"0s\"\n");
+    assert_eq!(
+        errors(dir.path()),
+        ["coordinator.toml:2:13: incidents: must be longer than zero"]
+    );
 }
 
 #[test]

@@ -675,6 +675,104 @@ async fn a_receivers_retry_after_is_honoured_up_to_an_hour() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn history_past_retention_is_forgotten_except_what_is_pending_or_newest() {
+    let mut h = H::new(monday_morning());
+    let count = |h: &H, sql: &str, id: i64| -> i64 {
+        let c = rusqlite::Connection::open(h.store.path()).unwrap();
+        c.query_row(sql, [id], |r| r.get(0)).unwrap()
+    };
+    // A: paged, resolved, everything delivered.
+    h.fire("api").await;
+    let a = h.incident_id("api");
+    h.recover("api").await;
+    // B: a ticket whose email keeps failing: still pending when resolved.
+    h.rec.script.lock().unwrap().insert(
+        "email:db@example.com".into(),
+        (0..1000)
+            .map(|_| SendOutcome::Retry("451 try later".into()))
+            .collect(),
+    );
+    h.fire("db").await;
+    let b = h.incident_id("db");
+    h.recover("db").await;
+    // C: open, and the newest incident.
+    h.fire("cache").await;
+    let c = h.incident_id("cache");
+    assert!(a < b && b < c);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    h.settle().await;
+    assert!(
+        count(
+            &h,
+            "SELECT count(*) FROM incident_events WHERE incident_id = ?1",
+            a
+        ) > 0
+    );
+    assert!(!h.store.deliveries_of(a).unwrap().is_empty());
+    let now = h.now();
+    let ended = |ends_at| Override {
+        id: 0,
+        team: "emea".into(),
+        by_team: Some("amer".into()),
+        contacts: vec![],
+        starts_at: monday_morning() - chrono::Duration::days(2),
+        ends_at,
+        author: "bob".into(),
+        comment: String::new(),
+        created_at: monday_morning() - chrono::Duration::days(2),
+        expired_at: None,
+    };
+    h.store
+        .insert_override(&ended(monday_morning() - chrono::Duration::days(1)))
+        .unwrap();
+    let later = h
+        .store
+        .insert_override(&ended(now + chrono::Duration::days(2)))
+        .unwrap();
+
+    // A cutoff after everything above ended.
+    let pruned = h
+        .store
+        .prune_history(now + chrono::Duration::days(1))
+        .unwrap();
+    assert_eq!((pruned.incidents, pruned.overrides), (1, 1), "{pruned:?}");
+    assert!(h.store.incident(a).unwrap().is_none());
+    assert!(h.store.deliveries_of(a).unwrap().is_empty());
+    for table in ["incident_events", "outbox", "deliveries", "escalations"] {
+        let sql = format!("SELECT count(*) FROM {table} WHERE incident_id = ?1");
+        assert_eq!(count(&h, &sql, a), 0, "{table} of the pruned incident");
+    }
+    assert!(
+        h.store.incident(b).unwrap().is_some(),
+        "B has a pending delivery"
+    );
+    assert!(h.store.incident(c).unwrap().is_some(), "C is open");
+    let overrides = h
+        .store
+        .overrides(monday_morning() - chrono::Duration::days(30))
+        .unwrap();
+    assert_eq!(overrides.iter().map(|o| o.id).collect::<Vec<_>>(), [later]);
+
+    // B's email expires after its 12 h; C resolves. Now B goes, and C stays
+    // as the newest incident, so the next one cannot reuse an id (and with
+    // it the idempotency keys receivers remember).
+    tokio::time::sleep(Duration::from_secs(13 * 3600)).await;
+    h.settle().await;
+    h.recover("cache").await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    h.settle().await;
+    let pruned = h
+        .store
+        .prune_history(h.now() + chrono::Duration::days(1))
+        .unwrap();
+    assert_eq!(pruned.incidents, 1, "{pruned:?}");
+    assert!(h.store.incident(b).unwrap().is_none());
+    assert!(h.store.incident(c).unwrap().is_some(), "the newest is kept");
+    h.fire("api").await;
+    assert_eq!(h.incident_id("api"), c + 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_page_not_yet_delivered_when_resolved_is_replaced_by_the_resolve() {
     let mut h = H::new(monday_morning());
     // The email contact is down for a while.

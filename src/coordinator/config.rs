@@ -20,7 +20,10 @@
 //! window = "1h"           # within this window is flapping
 //!
 //! [retention]
-//! results = "2h"          # raw results kept (incidents are kept forever)
+//! results = "2h"          # raw results kept
+//! incidents = "180d"      # resolved incidents (timeline, notifications,
+//!                         # deliveries) and ended silences and overrides are
+//!                         # forgotten this long after they ended; at least 1d
 //!
 //! [links]
 //! public_url = "https://varde.example.com"  # where people reach this API; with
@@ -102,7 +105,13 @@ pub struct Settings {
     pub flap_changes: u32,
     pub flap_window: Duration,
     pub results_retention: Duration,
+    /// How long resolved incidents, ended silences and overrides are kept.
+    pub history_retention: Duration,
 }
+
+/// The shortest `[retention] incidents` accepted: a day of history is the
+/// least anyone reviewing last night's pages needs.
+pub const MIN_HISTORY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -113,6 +122,7 @@ impl Default for Settings {
             flap_changes: 6,
             flap_window: Duration::from_secs(3600),
             results_retention: Duration::from_secs(2 * 3600),
+            history_retention: Duration::from_secs(180 * 24 * 3600),
         }
     }
 }
@@ -287,6 +297,7 @@ struct RawFlapping {
 #[serde(deny_unknown_fields)]
 struct RawRetention {
     results: Option<Spanned<String>>,
+    incidents: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -376,8 +387,18 @@ fn parse_settings(
     };
     dur(&raw.flapping.window, "window", &mut s.flap_window);
     dur(&raw.retention.results, "results", &mut s.results_retention);
+    dur(
+        &raw.retention.incidents,
+        "incidents",
+        &mut s.history_retention,
+    );
     let mut links = LinkSettings::default();
     dur(&raw.links.ttl, "ttl", &mut links.ttl);
+    if let Some(v) = &raw.retention.incidents
+        && s.history_retention < MIN_HISTORY_RETENTION
+    {
+        err(v.span(), "incidents: must be at least 1d".into());
+    }
     if let Some(u) = &raw.links.public_url {
         match url::Url::parse(u.get_ref()) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {

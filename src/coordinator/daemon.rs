@@ -330,14 +330,30 @@ pub async fn serve(
                 }
                 let s = shared.clone();
                 let _ = tokio::task::spawn_blocking(move || {
-                    let keep = s.config().settings.results_retention;
-                    let cutoff = Utc::now()
-                        - chrono::TimeDelta::from_std(keep).unwrap_or(chrono::TimeDelta::MAX);
+                    let settings = s.config().settings;
+                    // A retention longer than the calendar keeps everything
+                    // (no overflow panic for "1000000y").
+                    let before = |keep: Duration| {
+                        chrono::TimeDelta::from_std(keep)
+                            .ok()
+                            .and_then(|d| Utc::now().checked_sub_signed(d))
+                            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)
+                    };
                     let store = s.engine().store().clone();
-                    match store.prune_results(cutoff) {
+                    match store.prune_results(before(settings.results_retention)) {
                         Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned old results"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "pruning results failed"),
+                    }
+                    match store.prune_history(before(settings.history_retention)) {
+                        Ok(p) if p != Default::default() => tracing::info!(
+                            incidents = p.incidents,
+                            silences = p.silences,
+                            overrides = p.overrides,
+                            "forgot history past [retention] incidents"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "pruning history failed"),
                     }
                 })
                 .await;

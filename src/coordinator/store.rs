@@ -32,7 +32,7 @@ use crate::check::CheckResult;
 #[path = "store_delivery.rs"]
 mod delivery;
 use crate::wire::{BatchAck, ResultBatch, ResultRecord};
-pub use delivery::{DeliveryRow, EscalationRow, NewDelivery, Routing, Settle};
+pub use delivery::{DeliveryRow, EscalationRow, NewDelivery, Pruned, Routing, Settle};
 
 /// The database file's name inside the data dir.
 pub const DB_FILE: &str = "varde.db";

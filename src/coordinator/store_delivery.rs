@@ -155,6 +155,17 @@ pub enum Settle {
 /// Deliveries of kinds that say "it is firing".
 const FIRING_KINDS: &str = "('firing', 'repeat', 'escalation', 'flapping')";
 
+/// Incidents forgotten per transaction by [`SqliteStore::prune_history`].
+const PRUNE_INCIDENTS: usize = 500;
+
+/// What [`SqliteStore::prune_history`] deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub incidents: usize,
+    pub silences: usize,
+    pub overrides: usize,
+}
+
 impl SqliteStore {
     /// Outbox intents not routed yet, oldest first.
     pub fn unrouted(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
@@ -440,6 +451,64 @@ impl SqliteStore {
             intents.dedup();
             settle_intents(tx, &intents, now)
         })
+    }
+
+    /// Forgets history that ended before `older_than`: incidents resolved
+    /// before it — with their timeline, notifications, deliveries and
+    /// escalation timer — once nothing of theirs is still pending, and
+    /// silences and overrides that ended (or were expired) before it.
+    ///
+    /// The newest incident is always kept: ids are `max + 1`, and the
+    /// idempotency keys receivers deduplicate on are built from them, so an
+    /// id must never come back. Works in transactions of at most
+    /// [`PRUNE_INCIDENTS`] incidents so that ingest is never held up long.
+    pub fn prune_history(&self, older_than: DateTime<Utc>) -> Result<Pruned, StoreError> {
+        let cutoff = ts(older_than);
+        let mut pruned = Pruned::default();
+        loop {
+            let n = self.transaction(|txn| {
+                let tx = &txn.tx;
+                let ids: Vec<i64> = tx
+                    .prepare_cached(
+                        "SELECT i.id FROM incidents i
+                         WHERE i.state = 'resolved' AND i.resolved_at < ?1
+                           AND i.id < (SELECT max(id) FROM incidents)
+                           AND NOT EXISTS (SELECT 1 FROM outbox o
+                                           WHERE o.incident_id = i.id AND o.state = 'pending')
+                           AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                           WHERE d.incident_id = i.id AND d.state = 'pending')
+                         ORDER BY i.id LIMIT ?2",
+                    )?
+                    .query_map(params![cutoff, PRUNE_INCIDENTS as i64], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                for id in &ids {
+                    for sql in [
+                        "DELETE FROM deliveries WHERE incident_id = ?1",
+                        "DELETE FROM escalations WHERE incident_id = ?1",
+                        "DELETE FROM outbox WHERE incident_id = ?1",
+                        // incident_events go with it (ON DELETE CASCADE).
+                        "DELETE FROM incidents WHERE id = ?1",
+                    ] {
+                        tx.prepare_cached(sql)?.execute([id])?;
+                    }
+                }
+                Ok(ids.len())
+            })?;
+            pruned.incidents += n;
+            if n < PRUNE_INCIDENTS {
+                break;
+            }
+        }
+        let conn = self.lock();
+        pruned.silences = conn.execute(
+            "DELETE FROM silences WHERE min(ends_at, coalesce(expired_at, ends_at)) < ?1",
+            params![cutoff],
+        )?;
+        pruned.overrides = conn.execute(
+            "DELETE FROM overrides WHERE min(ends_at, coalesce(expired_at, ends_at)) < ?1",
+            params![cutoff],
+        )?;
+        Ok(pruned)
     }
 
     /// Every delivery of an incident, oldest first.
