@@ -54,6 +54,50 @@ fn ack_and_resolve_links_round_trip() {
 }
 
 #[test]
+fn a_link_signed_for_a_recipient_names_it_and_cannot_be_relabelled() {
+    let s = signer();
+    let exp = now() + Duration::hours(1);
+    let url = s.url_to(12, LinkAction::Ack, exp, "email:alice@example.com");
+    let query = url.split_once('?').unwrap().1;
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(get("to"), "email:alice@example.com");
+    assert!(url.contains("&to=email%3Aalice%40example.com&"), "{url}");
+    let (e, sig) = (get("exp"), get("sig"));
+    let verify = |to: Option<&str>| s.verify_to(12, "ack", &e, to, &sig, now());
+    assert_eq!(verify(Some("email:alice@example.com")), Ok(LinkAction::Ack));
+    for forged in [
+        Some("email:mallory@example.com"),
+        Some("email:alice@example.com "),
+        Some(""),
+        None,
+    ] {
+        assert_eq!(verify(forged), Err(LinkError::BadSignature), "{forged:?}");
+    }
+    // A link without a recipient does not verify as anyone's either.
+    let plain = parts(&s.url(12, LinkAction::Ack, exp));
+    assert_eq!(
+        s.verify_to(
+            12,
+            "ack",
+            &plain.2,
+            Some("email:alice@example.com"),
+            &plain.3,
+            now()
+        ),
+        Err(LinkError::BadSignature)
+    );
+}
+
+#[test]
 fn links_survive_a_new_signer_with_the_same_key() {
     let url = signer().url(7, LinkAction::Ack, now() + Duration::hours(1));
     let (i, a, e, sig) = parts(&url);

@@ -329,7 +329,11 @@ async fn a_receiver_down_for_a_while_gets_everything_once_signed_and_links_ackno
     assert!(String::from_utf8_lossy(&page).contains("<form method=\"post\""));
     let inc = get_json(c.addr, &format!("/api/v1/incidents/{incident}"));
     assert_eq!(inc["incident"]["state"], "firing", "a GET changes nothing");
-    // Tampered: another incident, or a changed signature.
+    // The link names its recipient, under the signature.
+    assert!(path.contains("&to=hooks&"), "{path}");
+    // Tampered: another incident, another recipient, or a changed signature.
+    let someone = path.replacen("&to=hooks&", "&to=email%3Aboss%40example.com&", 1);
+    assert_eq!(http(c.addr, "POST", &someone, "", b"").0, 403);
     let other = path.replacen(
         &format!("/ack/{incident}?"),
         &format!("/ack/{}?", incident + 1),
@@ -348,7 +352,7 @@ async fn a_receiver_down_for_a_while_gets_everything_once_signed_and_links_ackno
     assert_eq!(s, 200);
     let inc = get_json(c.addr, &format!("/api/v1/incidents/{incident}"));
     assert_eq!(inc["incident"]["state"], "acknowledged");
-    assert_eq!(inc["incident"]["acknowledged_by"], "link");
+    assert_eq!(inc["incident"]["acknowledged_by"], "hooks via link");
     wait_for("the acknowledgement", Duration::from_secs(10), || {
         hook.accepted().keys().any(|k| k.contains("-acknowledged-"))
     })

@@ -277,11 +277,14 @@ fn page(status: StatusCode, html: String) -> Response {
 }
 
 /// Checks a link; the error response when it does not hold.
+/// A verified link: the incident, the action, and who acts — the
+/// recipient the link was signed for (`email:alice@example.com via link`),
+/// or `link` for a link that names none.
 fn check_link(
     s: &Shared,
     id: &str,
     q: &HashMap<String, String>,
-) -> Result<(i64, LinkAction), Response> {
+) -> Result<(i64, LinkAction, String), Response> {
     let Some(signer) = s.links.as_ref() else {
         return Err(page(
             StatusCode::NOT_FOUND,
@@ -295,9 +298,11 @@ fn check_link(
         ));
     };
     let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    let to = q.get("to").map(String::as_str);
+    let actor = to.map_or_else(|| "link".to_owned(), |to| format!("{to} via link"));
     signer
-        .verify(id, get("action"), get("exp"), get("sig"), Utc::now())
-        .map(|a| (id, a))
+        .verify_to(id, get("action"), get("exp"), to, get("sig"), Utc::now())
+        .map(|a| (id, a, actor))
         .map_err(|e| {
             tracing::info!(incident = id, error = %e, "link refused");
             page(StatusCode::FORBIDDEN, links::error_page(&e.to_string()))
@@ -336,7 +341,7 @@ pub(super) async fn link_get(
     Query(q): Query<HashMap<String, String>>,
     uri: axum::http::Uri,
 ) -> Response {
-    let (id, action) = match check_link(&s, &id, &q) {
+    let (id, action, _) = match check_link(&s, &id, &q) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -355,7 +360,7 @@ pub(super) async fn link_post(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let (id, action) = match check_link(&s, &id, &q) {
+    let (id, action, actor) = match check_link(&s, &id, &q) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -364,14 +369,15 @@ pub(super) async fn link_post(
         Err(r) => return r,
     };
     let s2 = s.clone();
+    let by = actor.clone();
     let r = blocking(move || {
         let mut e = s2.engine();
         let now = Utc::now();
         match action {
             LinkAction::Ack => e
-                .acknowledge(id, "link", "acknowledged by a signed link", now)
+                .acknowledge(id, &by, "acknowledged by a signed link", now)
                 .map(|_| ()),
-            LinkAction::Resolve => e.resolve_by_hand(id, "link", "resolved by a signed link", now),
+            LinkAction::Resolve => e.resolve_by_hand(id, &by, "resolved by a signed link", now),
         }
     })
     .await;
@@ -383,7 +389,10 @@ pub(super) async fn link_post(
                 "incident changed by a signed link"
             );
             s.incident_changed();
-            page(StatusCode::OK, links::done_page(id, action, &title, None))
+            page(
+                StatusCode::OK,
+                links::done_page(id, action, &title, Some(&actor)),
+            )
         }
         Ok(Err(ActionError::NotFound(_))) => page(
             StatusCode::NOT_FOUND,

@@ -452,15 +452,19 @@ pub fn notify_config(
 ) -> Result<NotifyConfig, String> {
     let r = &cfg.rules;
     let transport = Channels::new(&r.channels)?;
-    let ttl = chrono::TimeDelta::from_std(cfg.links.ttl).unwrap_or(chrono::TimeDelta::MAX);
+    // At most ten years: the expiry must stay a date (and `now + ttl` must
+    // not overflow) whatever `[links] ttl` says.
+    let ttl = chrono::TimeDelta::from_std(cfg.links.ttl)
+        .unwrap_or(chrono::TimeDelta::MAX)
+        .min(chrono::TimeDelta::days(3650));
     let links: Option<LinkMaker> = links.map(|signer| {
-        let make: LinkMaker = Arc::new(move |incident: i64, action: &str| {
+        let make: LinkMaker = Arc::new(move |incident: i64, action: &str, to: &str| {
             let action = if action == "resolve" {
                 crate::notify::links::LinkAction::Resolve
             } else {
                 crate::notify::links::LinkAction::Ack
             };
-            signer.url(incident, action, Utc::now() + ttl)
+            signer.url_to(incident, action, Utc::now() + ttl, to)
         });
         make
     });

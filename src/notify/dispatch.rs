@@ -161,8 +161,9 @@ impl Wake {
     }
 }
 
-/// Makes signed links: (incident, "ack" | "resolve") → URL.
-pub type LinkMaker = Arc<dyn Fn(i64, &str) -> String + Send + Sync>;
+/// Makes signed links: (incident, "ack" | "resolve", the contact the
+/// message goes to) → URL.
+pub type LinkMaker = Arc<dyn Fn(i64, &str, &str) -> String + Send + Sync>;
 
 /// What the dispatcher works from; replaced whole on a config reload.
 pub struct NotifyConfig {
@@ -973,8 +974,8 @@ fn item_of(cfg: &NotifyConfig, r: &DeliveryRow) -> Option<Item> {
     );
     let (ack_url, resolve_url) = match (&cfg.links, page) {
         (Some(make), true) => (
-            Some(make(alert.incident, "ack")),
-            Some(make(alert.incident, "resolve")),
+            Some(make(alert.incident, "ack", &r.contact)),
+            Some(make(alert.incident, "resolve", &r.contact)),
         ),
         _ => (None, None),
     };

@@ -155,9 +155,40 @@ impl LinkSigner {
     /// `{base}/ack/{incident}?action={ack|resolve}&exp={unix}&sig={hex}`.
     pub fn url(&self, incident: i64, action: LinkAction, expires: DateTime<Utc>) -> String {
         let exp = expires.timestamp();
-        let sig = hex_encode(&self.mac(incident, action, exp).finalize().into_bytes());
+        let sig = hex_encode(
+            &self
+                .mac(incident, action, exp, None)
+                .finalize()
+                .into_bytes(),
+        );
         format!(
             "{}/ack/{incident}?action={}&exp={exp}&sig={sig}",
+            self.base,
+            action.as_str()
+        )
+    }
+
+    /// A link sent to one recipient (a contact such as
+    /// `email:alice@example.com`): `&to=` names it and the signature covers
+    /// it, so the incident's timeline records who acted, and a link cannot
+    /// be re-labelled as someone else's.
+    pub fn url_to(
+        &self,
+        incident: i64,
+        action: LinkAction,
+        expires: DateTime<Utc>,
+        to: &str,
+    ) -> String {
+        let exp = expires.timestamp();
+        let sig = hex_encode(
+            &self
+                .mac(incident, action, exp, Some(to))
+                .finalize()
+                .into_bytes(),
+        );
+        let to: String = url::form_urlencoded::byte_serialize(to.as_bytes()).collect();
+        format!(
+            "{}/ack/{incident}?action={}&exp={exp}&to={to}&sig={sig}",
             self.base,
             action.as_str()
         )
@@ -174,12 +205,26 @@ impl LinkSigner {
         sig: &str,
         now: DateTime<Utc>,
     ) -> Result<LinkAction, LinkError> {
+        self.verify_to(incident, action, exp, None, sig, now)
+    }
+
+    /// [`LinkSigner::verify`] for a link that may name its recipient
+    /// (`to`, as decoded from the query; `None` when absent).
+    pub fn verify_to(
+        &self,
+        incident: i64,
+        action: &str,
+        exp: &str,
+        to: Option<&str>,
+        sig: &str,
+        now: DateTime<Utc>,
+    ) -> Result<LinkAction, LinkError> {
         let action = LinkAction::parse(action).ok_or(LinkError::UnknownAction)?;
         let exp_secs = parse_exp(exp).ok_or(LinkError::MalformedExpiry)?;
         let tag = hex_decode(sig)
             .filter(|t| t.len() == 32)
             .ok_or(LinkError::MalformedSignature)?;
-        self.mac(incident, action, exp_secs)
+        self.mac(incident, action, exp_secs, to)
             .verify_slice(&tag)
             .map_err(|_| LinkError::BadSignature)?;
         let at = DateTime::<Utc>::from_timestamp(exp_secs, 0).ok_or(LinkError::MalformedExpiry)?;
@@ -189,12 +234,18 @@ impl LinkSigner {
         Ok(action)
     }
 
-    fn mac(&self, incident: i64, action: LinkAction, exp: i64) -> Hmac<Sha256> {
+    /// v1 links name no recipient; v2 links end with it (the fields
+    /// before it hold no `:`, so the message is unambiguous).
+    fn mac(&self, incident: i64, action: LinkAction, exp: i64, to: Option<&str>) -> Hmac<Sha256> {
         let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.key) {
             Ok(m) => m,
             Err(_) => unreachable!("HMAC takes keys of any length"),
         };
-        mac.update(format!("v1:{incident}:{}:{exp}", action.as_str()).as_bytes());
+        let action = action.as_str();
+        match to {
+            None => mac.update(format!("v1:{incident}:{action}:{exp}").as_bytes()),
+            Some(to) => mac.update(format!("v2:{incident}:{action}:{exp}:{to}").as_bytes()),
+        }
         mac
     }
 }
