@@ -24,7 +24,8 @@ use varde::coordinator::engine::Engine;
 use varde::coordinator::rules;
 use varde::coordinator::store::SqliteStore;
 use varde::notify::dispatch::{
-    DeliveryMetrics, Dispatcher, NotifyConfig, SendFuture, Transport, Wake, tokio_clock,
+    ChannelResult, DeliveryMetrics, Dispatcher, NotifyConfig, SendFuture, Transport, Wake,
+    tokio_clock,
 };
 use varde::notify::route::{Contact, Override};
 use varde::notify::{MessageKind, Outgoing, SendOutcome};
@@ -210,6 +211,8 @@ struct H {
     task: Option<tokio::task::JoinHandle<()>>,
     seq: u64,
     dir: tempfile::TempDir,
+    /// The dispatcher's counters (shared across a restart).
+    metrics: DeliveryMetrics,
 }
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -260,6 +263,7 @@ impl H {
             task: None,
             seq: 0,
             dir,
+            metrics: DeliveryMetrics::default(),
         };
         h.start_dispatcher();
         h
@@ -271,7 +275,7 @@ impl H {
             self.cfg_tx.subscribe(),
             self.clock.clone(),
             self.wake.clone(),
-            DeliveryMetrics::default(),
+            self.metrics.clone(),
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         self.stop = Some(stop);
@@ -632,6 +636,21 @@ async fn retries_back_off_permanent_failures_stop_and_old_rows_expire() {
         .unwrap();
     assert_eq!(row.state, "expired");
     assert_eq!(row.attempts as usize, flaky.len());
+    let counted = |result: &str| {
+        h.metrics
+            .deliveries
+            .get_or_create(&ChannelResult {
+                channel: "webhook".into(),
+                result: result.into(),
+            })
+            .get()
+    };
+    assert_eq!(
+        counted("expired"),
+        1,
+        "the last attempt is counted as expired"
+    );
+    assert_eq!(counted("retry") as usize, flaky.len() - 1);
     assert!(
         flaky.len() >= 5 && flaky.len() <= 9,
         "{} attempts in 2m",

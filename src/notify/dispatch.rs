@@ -186,7 +186,8 @@ impl NotifyConfig {
 #[derive(Clone, Default)]
 pub struct DeliveryMetrics {
     /// Messages by channel type and result (delivered, retry, failed,
-    /// expired, superseded).
+    /// expired: a failed attempt after which the message is past its
+    /// `expire_after`).
     pub deliveries: Family<ChannelResult, Counter>,
     /// Deliveries queued, by kind.
     pub queued: Family<KindLabel, Counter>,
@@ -233,6 +234,8 @@ struct Done {
     attempts: u32,
     channel_type: &'static str,
     message_key: String,
+    /// When the last of its rows expires: a retry due after it is `expired`.
+    expires_at: DateTime<Utc>,
     outcome: SendOutcome,
 }
 
@@ -244,6 +247,7 @@ struct Outbound {
     ids: Vec<i64>,
     incidents: Vec<i64>,
     attempts: u32,
+    expires_at: DateTime<Utc>,
     out: Outgoing,
 }
 
@@ -775,6 +779,7 @@ impl Dispatcher {
                     contact: contact.clone(),
                     contact_s: contact_s.clone(),
                     attempts: rows.iter().map(|r| r.attempts).max().unwrap_or(0) + 1,
+                    expires_at: rows.iter().map(|r| r.expires_at).max().unwrap_or(now),
                     incidents: rows.iter().map(|r| r.incident_id).collect(),
                     ids,
                     out: Outgoing {
@@ -853,6 +858,7 @@ impl Dispatcher {
                 attempts: s.attempts,
                 channel_type,
                 message_key: s.out.key,
+                expires_at: s.expires_at,
                 outcome,
             });
         });
@@ -882,12 +888,21 @@ impl Dispatcher {
                         // confused one cannot park a row beyond an hour.
                         wait = wait.max((*after).min(RETRY_AFTER_MAX));
                     }
-                    tracing::warn!(contact = %done.contact, attempts = done.attempts, error = %e, retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
+                    let next_attempt_at = now + chrono_dur(wait);
+                    // The store expires a row whose next attempt would come
+                    // after its expiry; count the message so once all have.
+                    let result = if next_attempt_at > done.expires_at {
+                        tracing::warn!(contact = %done.contact, attempts = done.attempts, error = %e, "delivery failed; expired");
+                        "expired"
+                    } else {
+                        tracing::warn!(contact = %done.contact, attempts = done.attempts, error = %e, retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
+                        "retry"
+                    };
                     let settle = Settle::Retry {
                         error: e.clone(),
-                        next_attempt_at: now + chrono_dur(wait),
+                        next_attempt_at,
                     };
-                    (settle, "retry")
+                    (settle, result)
                 }
                 SendOutcome::Failed(e) => {
                     tracing::warn!(contact = %done.contact, error = %e, "delivery failed permanently");
