@@ -10,6 +10,7 @@
 mod smtp;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
@@ -447,6 +448,62 @@ async fn a_server_that_never_greets_is_retried_after_the_timeout() {
         .expect("send outlived its timeout");
     assert!(matches!(outcome, SendOutcome::Retry(_)), "{outcome:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// A minimal SMTP server that accepts one message and then never answers
+/// QUIT. Returns its port and a flag set once the message was accepted.
+async fn stalls_after_accepting() -> (u16, Arc<std::sync::atomic::AtomicBool>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = accepted.clone();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (r, mut w) = stream.into_split();
+        let mut lines = BufReader::new(r).lines();
+        w.write_all(b"220 stall.test ESMTP\r\n").await.unwrap();
+        let mut in_data = false;
+        while let Ok(Some(line)) = lines.next_line().await {
+            let reply: &[u8] = if in_data {
+                if line != "." {
+                    continue;
+                }
+                in_data = false;
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                b"250 queued\r\n"
+            } else {
+                match line.get(..4).map(str::to_ascii_uppercase).as_deref() {
+                    Some("EHLO") => b"250 stall.test\r\n",
+                    Some("DATA") => {
+                        in_data = true;
+                        b"354 go ahead\r\n"
+                    }
+                    // Never answers; holds the connection open.
+                    Some("QUIT") => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        return;
+                    }
+                    _ => b"250 ok\r\n",
+                }
+            };
+            w.write_all(reply).await.unwrap();
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test]
+async fn a_server_that_stalls_after_accepting_is_still_a_delivery() {
+    let (port, accepted) = stalls_after_accepting().await;
+    let m = Mailer::new(&spec(port, SmtpTls::None), Duration::from_secs(1)).unwrap();
+    let out = one(item(19, "api-health", MessageKind::Firing), None);
+    let outcome = tokio::time::timeout(WAIT, m.send(&out))
+        .await
+        .expect("send outlived its QUIT grace");
+    assert!(accepted.load(std::sync::atomic::Ordering::SeqCst));
+    // Retrying would send it twice: the server said 250 to the message.
+    assert_eq!(outcome, SendOutcome::Delivered);
 }
 
 #[tokio::test]

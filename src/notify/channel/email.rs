@@ -184,7 +184,17 @@ impl Mailer {
             Err(reason) => return SendOutcome::Failed(reason),
         };
         let outcome = match tokio::time::timeout(self.timeout, self.deliver(&message)).await {
-            Ok(Ok(())) => SendOutcome::Delivered,
+            Ok(Ok(mut conn)) => {
+                // The server has taken the message: QUIT, best effort and
+                // outside the attempt's deadline, so a server that stalls
+                // after accepting cannot turn a delivery into a retry (and
+                // a duplicate).
+                // (At most the timeout again: the dispatcher gives a send
+                // twice its channel's timeout before it gives up on it.)
+                let grace = QUIT_GRACE.min(self.timeout);
+                let _ = tokio::time::timeout(grace, conn.abort()).await;
+                SendOutcome::Delivered
+            }
             Ok(Err(Attempt::Connect(e))) => {
                 SendOutcome::Retry(format!("SMTP {}: connect: {e}", self.server))
             }
@@ -203,9 +213,10 @@ impl Mailer {
         }
     }
 
-    /// One SMTP session: connect, TLS as configured, EHLO, login, the
-    /// message, QUIT.
-    async fn deliver(&self, message: &Message) -> Result<(), Attempt> {
+    /// One SMTP session up to the server's acceptance of the message:
+    /// connect, TLS as configured, EHLO, login, the message. The connection
+    /// is returned for the QUIT.
+    async fn deliver(&self, message: &Message) -> Result<AsyncSmtpConnection, Attempt> {
         let tcp = self
             .resolver
             .connect(&self.host, self.port, self.timeout)
@@ -234,11 +245,7 @@ impl Mailer {
         }
         .await;
         match result {
-            Ok(_) => {
-                // QUIT, best effort: the message was accepted.
-                conn.abort().await;
-                Ok(())
-            }
+            Ok(_) => Ok(conn),
             // Dropped, not QUIT: lettre has already closed a connection whose
             // command failed, and a failed STARTTLS leaves no stream to write.
             Err(e) => Err(Attempt::Smtp(e)),
@@ -304,6 +311,9 @@ impl Mailer {
         }
     }
 }
+
+/// How long the QUIT after an accepted message may take.
+const QUIT_GRACE: Duration = Duration::from_secs(2);
 
 /// Why an attempt failed: before SMTP (resolve, connect, implicit TLS)
 /// or in it.
