@@ -147,6 +147,31 @@ async fn silent_server() -> (u16, JoinHandle<()>) {
     (port, task)
 }
 
+/// Reads a request's head, answers with `status` headers promising a body
+/// of 100 bytes, sends 7 of them, then holds the connection forever.
+async fn stalls_mid_body(status: u16) -> (u16, JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!("HTTP/1.1 {status} X\r\ncontent-length: 100\r\n\r\npartial");
+            let _ = s.write_all(head.as_bytes()).await;
+            held.push(s);
+        }
+    });
+    (port, task)
+}
+
 /// Answers every request with `status` and a 100 MB body, written as fast
 /// as the client reads; reports how many body bytes it managed to write.
 async fn firehose_server(status: u16) -> (u16, Arc<Mutex<u64>>, JoinHandle<()>) {
@@ -737,6 +762,27 @@ fn retry_after_values_parse_as_seconds_or_http_dates() {
     for bad in ["", "-5", "1.5", "soon", "2026-12-07T12:01:30Z"] {
         assert_eq!(p(bad), None, "{bad:?}");
     }
+}
+
+#[tokio::test]
+async fn a_2xx_whose_body_stalls_is_delivered_not_retried() {
+    let s = sender(Duration::from_secs(1));
+    let out = single(MessageKind::Firing);
+    let (port, _task) = stalls_mid_body(200).await;
+    let spec = webhook_spec(format!("http://127.0.0.1:{port}/hook"), None);
+    let o = tokio::time::timeout(Duration::from_secs(10), s.webhook(&spec, &out))
+        .await
+        .expect("bounded");
+    // The receiver said 200: sending again would deliver it twice.
+    assert_eq!(o, SendOutcome::Delivered);
+
+    let (port, _task) = stalls_mid_body(503).await;
+    let spec = webhook_spec(format!("http://127.0.0.1:{port}/hook"), None);
+    let o = tokio::time::timeout(Duration::from_secs(10), s.webhook(&spec, &out))
+        .await
+        .expect("bounded");
+    assert_retry(&o);
+    assert!(reason(&o).contains("503"), "{o:?}");
 }
 
 #[tokio::test]

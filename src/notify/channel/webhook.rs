@@ -129,6 +129,9 @@ const TEAMS_DIGEST_ITEMS: usize = 20;
 /// PagerDuty's limit on `payload.summary`.
 const PAGERDUTY_SUMMARY_CHARS: usize = 1024;
 
+/// How long a response body may take after its status line and headers.
+const BODY_GRACE: Duration = Duration::from_secs(2);
+
 const SIGNATURE_HEADER: &str = "x-varde-signature";
 const TIMESTAMP_HEADER: &str = "x-varde-timestamp";
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -334,10 +337,28 @@ impl HttpSender {
                 .get(http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, Utc::now()));
-            let body = read_capped(response.into_body(), RESPONSE_BODY_CAP).await;
-            Ok::<_, hyper_util::client::legacy::Error>((status, retry_after, body))
+            Ok::<_, hyper_util::client::legacy::Error>((status, retry_after, response))
         };
-        match tokio::time::timeout(self.timeout, attempt).await {
+        let answered = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok((status, retry_after, response))) => {
+                // The status is the answer. The body (read for the reason
+                // of a failure, and so that the connection can be reused)
+                // gets a bounded grace of its own: a receiver that said 2xx
+                // and then stalls has still taken the message, and treating
+                // that as a retry would send it twice.
+                let grace = BODY_GRACE.min(self.timeout);
+                let body = tokio::time::timeout(
+                    grace,
+                    read_capped(response.into_body(), RESPONSE_BODY_CAP),
+                )
+                .await
+                .unwrap_or_default();
+                Ok(Ok((status, retry_after, body)))
+            }
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(e) => Err(e),
+        };
+        match answered {
             Err(_) => SendOutcome::Retry(format!(
                 "POST to {channel} channel failed: no response within {}",
                 humantime::format_duration(self.timeout)
