@@ -48,16 +48,11 @@ impl ApiClient {
         let mut tls = crate::probe::push::tls_config(ca_file).map_err(|e| e.to_string())?;
         // The connector sets ALPN itself (and refuses a config that has it).
         tls.alpn_protocols.clear();
-        // Names resolve through hickory, not getaddrinfo.
-        let mut http = HttpConnector::new_with_resolver(HostResolver::system());
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(crate::resolve::http_connector(TIMEOUT));
         let client = Client::builder(TokioExecutor::new()).build(https);
         Ok(ApiClient {
             base,

@@ -21,10 +21,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{
-    LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
+use hickory_resolver::config::{LookupIpStrategy, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
@@ -61,13 +60,7 @@ impl HostResolver {
     /// Asks only the DNS server at `server` (no hosts file): for tests and
     /// for hosts with a dedicated resolver.
     pub fn with_server(server: SocketAddr) -> HostResolver {
-        let mut ns = NameServerConfig::udp_and_tcp(server.ip());
-        for c in &mut ns.connections {
-            c.port = server.port();
-        }
-        let config = ResolverConfig::from_parts(None, vec![], vec![ns]);
-        let mut opts = ResolverOpts::default();
-        opts.use_hosts_file = ResolveHosts::Never;
+        let (config, opts) = crate::check::net::server_conf(server);
         Self::from_parts(config, opts)
     }
 
@@ -165,6 +158,17 @@ impl HostResolver {
         }
         Err(last.unwrap_or_else(|| io::Error::other(format!("{host}: no address to connect to"))))
     }
+}
+
+/// The TCP connector of varde's own HTTP clients (notification channels,
+/// the API client): names through [`HostResolver::system`], http and https
+/// URLs (TLS is layered on top), no Nagle, `connect_timeout` per attempt.
+pub fn http_connector(connect_timeout: Duration) -> HttpConnector<HostResolver> {
+    let mut http = HttpConnector::new_with_resolver(HostResolver::system());
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http
 }
 
 /// hyper-util's `HttpConnector` resolves through this (its `Resolve` is

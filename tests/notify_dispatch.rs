@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use varde::coordinator::config::{CoordinatorConfig, Settings};
 use varde::coordinator::engine::Engine;
 use varde::coordinator::rules;
-use varde::coordinator::store::SqliteStore;
+use varde::coordinator::store::{DeliveryRow, SqliteStore};
 use varde::notify::dispatch::{
     ChannelResult, DeliveryMetrics, Dispatcher, NotifyConfig, SendFuture, Transport, Wake,
     tokio_clock,
@@ -358,6 +358,16 @@ impl H {
             .collect()
     }
 
+    /// The first delivery row for `contact`.
+    fn delivery_to(&self, contact: &str) -> DeliveryRow {
+        self.store
+            .deliveries()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.contact == contact)
+            .unwrap_or_else(|| panic!("no delivery to {contact}"))
+    }
+
     fn incident_id(&self, check: &str) -> i64 {
         let mut all = self.store.open_incidents().unwrap();
         all.retain(|i| i.check == check);
@@ -600,13 +610,9 @@ async fn retries_back_off_permanent_failures_stop_and_old_rows_expire() {
         "a permanent failure is not retried"
     );
 
-    let rows = h.store.deliveries().unwrap();
-    let e = rows
-        .iter()
-        .find(|r| r.contact == "email:emea@example.com")
-        .unwrap();
+    let e = h.delivery_to("email:emea@example.com");
     assert_eq!((e.state.as_str(), e.attempts), ("delivered", 3));
-    let p = rows.iter().find(|r| r.contact == "pager").unwrap();
+    let p = h.delivery_to("pager");
     assert_eq!(p.state, "failed");
     assert_eq!(p.last_error.as_deref(), Some("HTTP 400: bad payload"));
 
@@ -627,13 +633,7 @@ async fn retries_back_off_permanent_failures_stop_and_old_rows_expire() {
     tokio::time::sleep(Duration::from_secs(30 * 60)).await;
     h.settle().await;
     let flaky = h.sent_to("flaky");
-    let row = h
-        .store
-        .deliveries()
-        .unwrap()
-        .into_iter()
-        .find(|r| r.contact == "flaky")
-        .unwrap();
+    let row = h.delivery_to("flaky");
     assert_eq!(row.state, "expired");
     assert_eq!(row.attempts as usize, flaky.len());
     let counted = |result: &str| {
@@ -683,13 +683,7 @@ async fn a_receivers_retry_after_is_honoured_up_to_an_hour() {
     assert_eq!(sent[2].at, sent[1].at + chrono::Duration::hours(1));
     let gap = (sent[3].at - sent[2].at).num_milliseconds();
     assert!((2000..=4000).contains(&gap), "third backoff {gap} ms");
-    let row = h
-        .store
-        .deliveries()
-        .unwrap()
-        .into_iter()
-        .find(|r| r.contact == "email:db@example.com")
-        .unwrap();
+    let row = h.delivery_to("email:db@example.com");
     assert_eq!((row.state.as_str(), row.attempts), ("delivered", 4));
 }
 
@@ -875,13 +869,7 @@ async fn a_crash_mid_send_resends_once_after_the_lease_with_the_same_key() {
         .filter(|s| s.kinds == [MessageKind::Firing])
         .collect();
     assert_eq!(firing.len(), 2, "and never again");
-    let row = h
-        .store
-        .deliveries()
-        .unwrap()
-        .into_iter()
-        .find(|r| r.contact == "pager")
-        .unwrap();
+    let row = h.delivery_to("pager");
     assert_eq!((row.state.as_str(), row.attempts), ("delivered", 2));
     // The email contact was delivered before the crash and is not resent.
     assert_eq!(h.sent_to("email:emea@example.com").len(), 1);

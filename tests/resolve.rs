@@ -86,6 +86,14 @@ async fn greeter(hello: &'static [u8]) -> u16 {
     port
 }
 
+/// Connects to `host:port` through `resolver` and reads until the peer closes.
+async fn read_from(resolver: &HostResolver, host: &str, port: u16) -> Vec<u8> {
+    let mut s = resolver.connect(host, port, PER_ADDRESS).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    buf
+}
+
 #[tokio::test]
 async fn a_name_resolves_through_the_dns_server_and_connects() {
     let (_dns, dns_addr) = dns_server().await;
@@ -97,13 +105,10 @@ async fn a_name_resolves_through_the_dns_server_and_connects() {
     );
 
     let port = greeter(b"hi").await;
-    let mut s = resolver
-        .connect("coordinator.fleet.test", port, PER_ADDRESS)
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    assert_eq!(buf, b"hi");
+    assert_eq!(
+        read_from(&resolver, "coordinator.fleet.test", port).await,
+        b"hi"
+    );
 }
 
 #[tokio::test]
@@ -122,13 +127,7 @@ async fn every_address_is_tried_until_one_accepts() {
     // Only 127.0.0.1 listens: ::1 refuses (or does not exist), whichever
     // order the answer came in.
     let port = greeter(b"v4").await;
-    let mut s = resolver
-        .connect("dual.fleet.test", port, PER_ADDRESS)
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    assert_eq!(buf, b"v4");
+    assert_eq!(read_from(&resolver, "dual.fleet.test", port).await, b"v4");
 }
 
 #[tokio::test]

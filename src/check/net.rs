@@ -96,6 +96,19 @@ pub(crate) fn system_conf() -> (ResolverConfig, ResolverOpts) {
     conf
 }
 
+/// A resolver that asks only the DNS server at `addr` (UDP, then TCP for
+/// truncated answers) and never reads the hosts file.
+pub(crate) fn server_conf(addr: SocketAddr) -> (ResolverConfig, ResolverOpts) {
+    let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+    for c in &mut ns.connections {
+        c.port = addr.port();
+    }
+    let config = ResolverConfig::from_parts(None, vec![], vec![ns]);
+    let mut opts = ResolverOpts::default();
+    opts.use_hosts_file = ResolveHosts::Never;
+    (config, opts)
+}
+
 impl Net {
     /// Validates the options and reads the resolver configuration once.
     pub fn build(options: &NetOptions) -> Result<Self, SpecError> {
@@ -103,14 +116,7 @@ impl Net {
             Some(server) => {
                 let addr =
                     parse_server_addr(server, 53).map_err(|m| SpecError::new("dns_server", m))?;
-                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                for c in &mut ns.connections {
-                    c.port = addr.port();
-                }
-                let config = ResolverConfig::from_parts(None, vec![], vec![ns]);
-                let mut opts = ResolverOpts::default();
-                opts.use_hosts_file = ResolveHosts::Never;
-                (config, opts)
+                server_conf(addr)
             }
             None => system_conf(),
         };

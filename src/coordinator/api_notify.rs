@@ -276,10 +276,9 @@ fn page(status: StatusCode, html: String) -> Response {
     r
 }
 
-/// Checks a link; the error response when it does not hold.
-/// A verified link: the incident, the action, and who acts — the
-/// recipient the link was signed for (`email:alice@example.com via link`),
-/// or `link` for a link that names none.
+/// Checks a link: the incident, the action, and who acts — the recipient
+/// the link was signed for (`email:alice@example.com via link`), or `link`
+/// for a link that names none; the error response when it does not hold.
 fn check_link(
     s: &Shared,
     id: &str,

@@ -170,17 +170,12 @@ impl HttpSender {
             .map_err(|e| format!("TLS configuration: {e}"))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        // Names resolve through hickory, not getaddrinfo.
-        let mut http = HttpConnector::new_with_resolver(HostResolver::system());
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(crate::resolve::http_connector(timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(8)
@@ -339,48 +334,45 @@ impl HttpSender {
                 .and_then(|v| parse_retry_after(v, Utc::now()));
             Ok::<_, hyper_util::client::legacy::Error>((status, retry_after, response))
         };
-        let answered = match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(Ok((status, retry_after, response))) => {
-                // The status is the answer. The body (read for the reason
-                // of a failure, and so that the connection can be reused)
-                // gets a bounded grace of its own: a receiver that said 2xx
-                // and then stalls has still taken the message, and treating
-                // that as a retry would send it twice.
-                let grace = BODY_GRACE.min(self.timeout);
-                let body = tokio::time::timeout(
-                    grace,
-                    read_capped(response.into_body(), RESPONSE_BODY_CAP),
-                )
+        let (status, retry_after, response) =
+            match tokio::time::timeout(self.timeout, attempt).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => {
+                    return SendOutcome::Retry(scrub(&format!(
+                        "POST to {channel} channel failed: {}",
+                        describe_error(&e)
+                    )));
+                }
+                Err(_) => {
+                    return SendOutcome::Retry(format!(
+                        "POST to {channel} channel failed: no response within {}",
+                        humantime::format_duration(self.timeout)
+                    ));
+                }
+            };
+        // The status is the answer. The body (read for the reason of a
+        // failure, and so that the connection can be reused) gets a bounded
+        // grace of its own: a receiver that said 2xx and then stalls has
+        // still taken the message, and treating that as a retry would send
+        // it twice.
+        let grace = BODY_GRACE.min(self.timeout);
+        let body =
+            tokio::time::timeout(grace, read_capped(response.into_body(), RESPONSE_BODY_CAP))
                 .await
                 .unwrap_or_default();
-                Ok(Ok((status, retry_after, body)))
-            }
-            Ok(Err(e)) => Ok(Err(e)),
-            Err(e) => Err(e),
-        };
-        match answered {
-            Err(_) => SendOutcome::Retry(format!(
-                "POST to {channel} channel failed: no response within {}",
-                humantime::format_duration(self.timeout)
-            )),
-            Ok(Err(e)) => SendOutcome::Retry(scrub(&format!(
-                "POST to {channel} channel failed: {}",
-                describe_error(&e)
-            ))),
-            Ok(Ok((status, retry_after, body))) => match classify(channel, status, &body, &scrub) {
-                SendOutcome::Retry(r)
-                    if matches!(
-                        status,
-                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-                    ) =>
-                {
-                    match retry_after {
-                        Some(after) => SendOutcome::RetryAfter(r, after),
-                        None => SendOutcome::Retry(r),
-                    }
+        match classify(channel, status, &body, &scrub) {
+            SendOutcome::Retry(r)
+                if matches!(
+                    status,
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                ) =>
+            {
+                match retry_after {
+                    Some(after) => SendOutcome::RetryAfter(r, after),
+                    None => SendOutcome::Retry(r),
                 }
-                other => other,
-            },
+            }
+            other => other,
         }
     }
 }
